@@ -1,0 +1,133 @@
+//! Command-line interface. Also the source of the man page, so the two cannot drift.
+
+use clap::{ArgAction, Parser};
+use std::path::PathBuf;
+use std::time::Duration;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "nftables-failover",
+    version,
+    about = "Point nftables variables at the first healthy server or uplink",
+    long_about = "Checks every candidate address of every variable in the config with a TCP \
+connect, all at once, picks per variable and address family the first one that answers (or its \
+mapped value), and renders `define NAME_v4 = …` / `define NAME_v6 = …` into an nftables include. \
+Only when that text changes is the new include checked with `nft -c` in a staged config, put in \
+place atomically, the main config checked, and nftables reloaded; if any step fails the previous \
+include is restored and the run exits 1. Meant to be started by a systemd timer every few seconds.",
+    after_help = "Exit status: 0 applied or unchanged (however many candidates are down), \
+1 runtime failure (previous include left in place), 2 bad config or usage.\n\
+When not run as root, `nft -c` and the reload command run through `sudo -n`."
+)]
+pub struct Cli {
+    /// Config file: variables with their candidate addresses, port and optional values.
+    #[arg(
+        long,
+        value_name = "FILE",
+        default_value = "/etc/nftables.d/addons/failover.json"
+    )]
+    pub config: PathBuf,
+
+    /// The include file to render the defines into.
+    #[arg(
+        long,
+        value_name = "FILE",
+        default_value = "/etc/nftables.d/addons/failover.nft"
+    )]
+    pub output: PathBuf,
+
+    /// Directory of addon includes (*.nft) checked together with the new include.
+    #[arg(long, value_name = "DIR", default_value = "/etc/nftables.d/addons")]
+    pub addon_dir: PathBuf,
+
+    /// Directory of main-config parts (*.nft) checked together with the new include.
+    #[arg(long, value_name = "DIR", default_value = "/etc/nftables.d")]
+    pub base_dir: PathBuf,
+
+    /// The main nftables config, checked with `nft -c -f` after the include is replaced.
+    #[arg(long, value_name = "FILE", default_value = "/etc/nftables.conf")]
+    pub main_config: PathBuf,
+
+    /// The nft binary (absolute path; that is what sudoers rules name).
+    #[arg(long, value_name = "PATH", default_value = "/usr/sbin/nft")]
+    pub nft: PathBuf,
+
+    /// Command that reloads nftables, split on whitespace and run without a shell.
+    #[arg(
+        long,
+        value_name = "COMMAND",
+        default_value = "systemctl reload nftables.service"
+    )]
+    pub reload_command: String,
+
+    /// Directory for the staged check files (default: systemd's $RUNTIME_DIRECTORY, else a
+    /// private temporary directory). Must be owned by this user and writable by no one else.
+    #[arg(
+        long,
+        value_name = "DIR",
+        env = "RUNTIME_DIRECTORY",
+        hide_env_values = true
+    )]
+    pub stage_dir: Option<PathBuf>,
+
+    /// Connect timeout per check, e.g. 2s, 500ms, 1.5 (seconds) [default: settings.timeout_ms, else 2s]
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    pub timeout: Option<Duration>,
+
+    /// Check and render, print the would-be include and whether it differs; write nothing,
+    /// run no nft and no reload.
+    #[arg(long)]
+    pub dry_run: bool,
+
+    /// Print only warnings and errors.
+    #[arg(short, long, conflicts_with = "verbose")]
+    pub quiet: bool,
+
+    /// Print every check result and command run.
+    #[arg(short, long, action = ArgAction::Count)]
+    pub verbose: u8,
+}
+
+/// `2s`, `500ms`, `1.5s` or a bare number of seconds; between 1 ms and 10 minutes.
+fn parse_duration(text: &str) -> Result<Duration, String> {
+    let text = text.trim();
+    let (number, scale) = if let Some(n) = text.strip_suffix("ms") {
+        (n, 1e-3)
+    } else if let Some(n) = text.strip_suffix('s') {
+        (n, 1.0)
+    } else {
+        (text, 1.0)
+    };
+    let secs = number
+        .trim()
+        .parse::<f64>()
+        .ok()
+        .filter(|v| v.is_finite())
+        .map(|v| v * scale)
+        .ok_or_else(|| format!("expected a duration like 2s or 500ms, found {text:?}"))?;
+    if !(0.001..=600.0).contains(&secs) {
+        return Err(format!("{text:?} is out of range: use 1ms to 600s"));
+    }
+    Ok(Duration::from_secs_f64(secs))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn cli_definition_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("2s"), Ok(Duration::from_secs(2)));
+        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
+        assert_eq!(parse_duration("1.5"), Ok(Duration::from_millis(1500)));
+        assert!(parse_duration("0").is_err());
+        assert!(parse_duration("fast").is_err());
+        assert!(parse_duration("1h").is_err());
+    }
+}

@@ -1,0 +1,654 @@
+//! The config file: `failover.json` in the reference addon's format, validated strictly.
+//!
+//! Everything here is pure: text in, a `Config` or a list of every problem out. Whatever passes
+//! validation is safe to print into an nftables file verbatim: names are nft identifiers and values
+//! are integers, addresses or identifiers, so no config can inject nft syntax.
+
+use crate::jsonc::{self, Json};
+use std::fmt;
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+
+/// Connect timeout when neither `--timeout` nor `settings.timeout_ms` says otherwise
+/// (the reference addon's value).
+pub const DEFAULT_TIMEOUT_MS: u64 = 2000;
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Config {
+    pub settings: Settings,
+    pub variables: Vec<Variable>,
+}
+
+/// Top-level `"settings"`; every key is optional.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Settings {
+    pub timeout_ms: Option<u64>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Variable {
+    pub name: String,
+    pub port: u16,
+    pub ip4: Vec<IpAddr>,
+    pub ip6: Vec<IpAddr>,
+    /// Rendered instead of the address at the same index (e.g. fwmarks).
+    pub values: Option<Vec<Value>>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Family {
+    V4,
+    V6,
+}
+
+impl Family {
+    pub const ALL: [Family; 2] = [Family::V4, Family::V6];
+
+    /// The suffix of the rendered define: `NAME_v4`, `NAME_v6`.
+    pub fn suffix(self) -> &'static str {
+        match self {
+            Family::V4 => "v4",
+            Family::V6 => "v6",
+        }
+    }
+
+    /// What a family without addresses renders, so rules using the define still load.
+    pub fn unspecified(self) -> &'static str {
+        match self {
+            Family::V4 => "0.0.0.0",
+            Family::V6 => "::",
+        }
+    }
+
+    fn key(self) -> &'static str {
+        match self {
+            Family::V4 => "ip4",
+            Family::V6 => "ip6",
+        }
+    }
+}
+
+impl Variable {
+    pub fn addrs(&self, family: Family) -> &[IpAddr] {
+        match family {
+            Family::V4 => &self.ip4,
+            Family::V6 => &self.ip6,
+        }
+    }
+
+    /// What to render for the candidate at `index` of `family`: its mapped value or its address.
+    pub fn rendered(&self, family: Family, index: usize) -> String {
+        match &self.values {
+            Some(values) => values[index].to_string(),
+            None => self.addrs(family)[index].to_string(),
+        }
+    }
+}
+
+/// A `values` entry: only these three shapes can be rendered without quoting or escaping.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Value {
+    Integer(u64),
+    Hex(String),
+    Address(IpAddr),
+    Identifier(String),
+}
+
+impl fmt::Display for Value {
+    fn fmt(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        match self {
+            Value::Integer(n) => write!(f, "{n}"),
+            Value::Hex(s) | Value::Identifier(s) => f.write_str(s),
+            // IpAddr's Display is the canonical form (RFC 5952 for IPv6).
+            Value::Address(a) => write!(f, "{a}"),
+        }
+    }
+}
+
+/// Why a config file was refused: a syntax error with its position, or every semantic problem.
+#[derive(Debug)]
+pub enum ConfigError {
+    Read(PathBuf, std::io::Error),
+    Syntax(PathBuf, jsonc::SyntaxError),
+    Invalid(PathBuf, Vec<String>),
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        match self {
+            ConfigError::Read(path, e) => write!(f, "cannot read config {}: {e}", path.display()),
+            ConfigError::Syntax(path, e) => write!(
+                f,
+                "{}:{}:{}: {} (the config is JSON; // and /* */ comments are allowed)",
+                path.display(),
+                e.line,
+                e.column,
+                e.message
+            ),
+            ConfigError::Invalid(path, problems) => {
+                let n = problems.len();
+                write!(
+                    f,
+                    "{}: {n} problem{} in config:",
+                    path.display(),
+                    if n == 1 { "" } else { "s" }
+                )?;
+                for p in problems {
+                    write!(f, "\n  {p}")?;
+                }
+                Ok(())
+            }
+        }
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+pub fn load(path: &Path) -> Result<Config, ConfigError> {
+    let text =
+        std::fs::read_to_string(path).map_err(|e| ConfigError::Read(path.to_path_buf(), e))?;
+    parse(&text, path)
+}
+
+pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
+    let tree = jsonc::parse(text).map_err(|e| ConfigError::Syntax(path.to_path_buf(), e))?;
+    let mut problems = Vec::new();
+    let config = validate(&tree, &mut problems);
+    match config {
+        Some(config) if problems.is_empty() => Ok(config),
+        _ => Err(ConfigError::Invalid(path.to_path_buf(), problems)),
+    }
+}
+
+/// Checks the whole tree, pushing every problem found; returns a config only if it is usable.
+fn validate(tree: &Json, problems: &mut Vec<String>) -> Option<Config> {
+    let Json::Object(top) = tree else {
+        problems.push(format!(
+            "top level: expected an object with a \"failover\" key, found {}",
+            tree.describe()
+        ));
+        return None;
+    };
+    report_duplicates(top, "top level", problems);
+    let settings = match lookup(top, "settings") {
+        Some(s) => validate_settings(s, problems),
+        None => Settings::default(),
+    };
+    let Some(failover) = lookup(top, "failover") else {
+        problems.push("top level: missing the \"failover\" object of variables".into());
+        return None;
+    };
+    let Json::Object(entries) = failover else {
+        problems.push(format!(
+            "failover: expected an object of variables, found {}",
+            failover.describe()
+        ));
+        return None;
+    };
+    if entries.is_empty() {
+        problems.push("failover: no variables configured; add at least one".into());
+    }
+    report_duplicates(entries, "failover", problems);
+    let mut variables = Vec::new();
+    for (i, (name, body)) in entries.iter().enumerate() {
+        if entries[..i].iter().any(|(n, _)| n == name) {
+            continue; // reported as duplicate above
+        }
+        if let Some(v) = validate_variable(name, body, problems) {
+            variables.push(v);
+        }
+    }
+    Some(Config {
+        settings,
+        variables,
+    })
+}
+
+fn validate_settings(tree: &Json, problems: &mut Vec<String>) -> Settings {
+    let mut settings = Settings::default();
+    let Json::Object(entries) = tree else {
+        problems.push(format!(
+            "settings: expected an object, found {}",
+            tree.describe()
+        ));
+        return settings;
+    };
+    report_duplicates(entries, "settings", problems);
+    for (key, value) in entries {
+        match key.as_str() {
+            "timeout_ms" => settings.timeout_ms = timeout_ms(value, "settings", problems),
+            _ => problems.push(format!(
+                "settings: unknown key {key:?}; expected one of: timeout_ms"
+            )),
+        }
+    }
+    settings
+}
+
+fn timeout_ms(value: &Json, at: &str, problems: &mut Vec<String>) -> Option<u64> {
+    match value {
+        Json::Number(n) if n.as_u64().is_some_and(|ms| (1..=600_000).contains(&ms)) => n.as_u64(),
+        other => {
+            problems.push(format!(
+                "{at}.timeout_ms: expected milliseconds from 1 to 600000, found {}",
+                other.describe()
+            ));
+            None
+        }
+    }
+}
+
+const VARIABLE_KEYS: &str = "ip4, ip6, port, values";
+
+fn validate_variable(name: &str, body: &Json, problems: &mut Vec<String>) -> Option<Variable> {
+    let at = format!("failover.{name}");
+    let before = problems.len();
+    if !is_identifier(name) {
+        problems.push(format!(
+            "{at}: variable name {name:?} is not an nft identifier \
+             (letters, digits and _, not starting with a digit)"
+        ));
+    }
+    let Json::Object(entries) = body else {
+        problems.push(format!(
+            "{at}: expected an object with {VARIABLE_KEYS}, found {}",
+            body.describe()
+        ));
+        return None;
+    };
+    report_duplicates(entries, &at, problems);
+    for (key, _) in entries {
+        if !matches!(key.as_str(), "ip4" | "ip6" | "port" | "values") {
+            problems.push(format!(
+                "{at}: unknown key {key:?}; expected one of: {VARIABLE_KEYS}"
+            ));
+        }
+    }
+    let port = match lookup(entries, "port") {
+        None => {
+            problems.push(format!(
+                "{at}: missing \"port\" (the TCP port to check, 1-65535)"
+            ));
+            None
+        }
+        Some(Json::Number(n)) if n.as_u64().is_some_and(|p| (1..=65535).contains(&p)) => {
+            n.as_u64().map(|p| p as u16)
+        }
+        Some(other) => {
+            problems.push(format!(
+                "{at}.port: expected a TCP port number from 1 to 65535, found {}",
+                other.describe()
+            ));
+            None
+        }
+    };
+    let ip4 = addresses(entries, &at, Family::V4, problems);
+    let ip6 = addresses(entries, &at, Family::V6, problems);
+    if ip4.is_empty() && ip6.is_empty() && problems.len() == before {
+        problems.push(format!(
+            "{at}: no addresses; give \"ip4\" and/or \"ip6\" with at least one address"
+        ));
+    }
+    let values = lookup(entries, "values").and_then(|v| {
+        let values = values(v, &at, problems)?;
+        for (family, list) in [(Family::V4, &ip4), (Family::V6, &ip6)] {
+            if !list.is_empty() && list.len() != values.len() {
+                problems.push(format!(
+                    "{at}.values: has {} entries but \"{}\" has {}; values map 1-to-1 to each address list",
+                    values.len(),
+                    family.key(),
+                    list.len()
+                ));
+            }
+        }
+        Some(values)
+    });
+    (problems.len() == before).then(|| Variable {
+        name: name.to_string(),
+        port: port.unwrap_or_default(),
+        ip4,
+        ip6,
+        values,
+    })
+}
+
+/// `ip4`/`ip6`: a string or a list of strings, each an address of that family.
+fn addresses(
+    entries: &[(String, Json)],
+    at: &str,
+    family: Family,
+    problems: &mut Vec<String>,
+) -> Vec<IpAddr> {
+    let key = family.key();
+    let items: Vec<(String, &Json)> = match lookup(entries, key) {
+        None => return Vec::new(),
+        Some(Json::Array(items)) => items
+            .iter()
+            .enumerate()
+            .map(|(i, v)| (format!("{at}.{key}[{i}]"), v))
+            .collect(),
+        Some(single) => vec![(format!("{at}.{key}"), single)],
+    };
+    let expected = match family {
+        Family::V4 => "an IPv4 address",
+        Family::V6 => "an IPv6 address",
+    };
+    let mut out = Vec::new();
+    for (where_, item) in items {
+        let Json::String(text) = item else {
+            problems.push(format!(
+                "{where_}: expected {expected} as a string, found {}",
+                item.describe()
+            ));
+            continue;
+        };
+        match text.parse::<IpAddr>() {
+            Ok(addr) if addr.is_ipv4() == (family == Family::V4) => {
+                if out.contains(&addr) {
+                    problems.push(format!(
+                        "{where_}: {addr} is listed twice; each candidate once, in priority order"
+                    ));
+                }
+                out.push(addr)
+            }
+            Ok(addr) => problems.push(format!(
+                "{where_}: expected {expected}, found {addr}; put it under \"{}\"",
+                if addr.is_ipv4() { "ip4" } else { "ip6" }
+            )),
+            Err(_) if looks_like_hostname(text) => problems.push(format!(
+                "{where_}: expected {expected}, found hostname {text:?}; hostnames are not \
+                 supported, list the addresses instead"
+            )),
+            Err(_) => problems.push(format!("{where_}: expected {expected}, found {text:?}")),
+        }
+    }
+    out
+}
+
+fn values(tree: &Json, at: &str, problems: &mut Vec<String>) -> Option<Vec<Value>> {
+    let Json::Array(items) = tree else {
+        problems.push(format!(
+            "{at}.values: expected a list, found {}",
+            tree.describe()
+        ));
+        return None;
+    };
+    let before = problems.len();
+    let mut out = Vec::new();
+    for (i, item) in items.iter().enumerate() {
+        match parse_value(item) {
+            Some(v) => out.push(v),
+            None => problems.push(format!(
+                "{at}.values[{i}]: expected a non-negative integer, an IP address or a plain \
+                 identifier ([A-Za-z_][A-Za-z0-9_]*), found {}",
+                item.describe()
+            )),
+        }
+    }
+    (problems.len() == before).then_some(out)
+}
+
+/// Parses one `values` entry (also used for fallback literals).
+pub fn parse_value(item: &Json) -> Option<Value> {
+    match item {
+        Json::Number(n) => n.as_u64().map(Value::Integer),
+        Json::String(s) => {
+            if let Ok(n) = s.parse::<u64>() {
+                Some(Value::Integer(n))
+            } else if let Some(hex) = s.strip_prefix("0x") {
+                (!hex.is_empty() && hex.len() <= 16 && hex.bytes().all(|b| b.is_ascii_hexdigit()))
+                    .then(|| Value::Hex(s.clone()))
+            } else if let Ok(addr) = s.parse::<IpAddr>() {
+                Some(Value::Address(addr))
+            } else {
+                is_identifier(s).then(|| Value::Identifier(s.clone()))
+            }
+        }
+        _ => None,
+    }
+}
+
+/// An nft identifier as used for define names: `[A-Za-z_][A-Za-z0-9_]*`.
+pub fn is_identifier(s: &str) -> bool {
+    let mut bytes = s.bytes();
+    bytes
+        .next()
+        .is_some_and(|b| b.is_ascii_alphabetic() || b == b'_')
+        && bytes.all(|b| b.is_ascii_alphanumeric() || b == b'_')
+}
+
+fn looks_like_hostname(s: &str) -> bool {
+    s.contains('.')
+        && s.bytes().any(|b| b.is_ascii_alphabetic())
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'-')
+}
+
+fn lookup<'a>(entries: &'a [(String, Json)], key: &str) -> Option<&'a Json> {
+    entries.iter().find(|(k, _)| k == key).map(|(_, v)| v)
+}
+
+fn report_duplicates(entries: &[(String, Json)], at: &str, problems: &mut Vec<String>) {
+    for (i, (key, _)) in entries.iter().enumerate() {
+        let first = entries.iter().position(|(k, _)| k == key) == Some(i);
+        if first && entries[i + 1..].iter().any(|(k, _)| k == key) {
+            problems.push(format!(
+                "{at}: duplicate key {key:?}; JSON objects take each key once"
+            ));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn problems(text: &str) -> Vec<String> {
+        match parse(text, Path::new("f.json")) {
+            Err(ConfigError::Invalid(_, p)) => p,
+            other => panic!("expected validation problems, got {other:?}"),
+        }
+    }
+
+    fn one_problem(text: &str) -> String {
+        let p = problems(text);
+        assert_eq!(p.len(), 1, "{p:#?}");
+        p.into_iter().next().unwrap()
+    }
+
+    fn var(body: &str) -> String {
+        format!(r#"{{"failover": {{"v": {body}}}}}"#)
+    }
+
+    #[test]
+    fn reference_example_with_comment_loads_in_order() {
+        let text = include_str!("../tests/data/reference-example-fixed.json");
+        let config = parse(text, Path::new("f.json")).unwrap();
+        let names: Vec<_> = config.variables.iter().map(|v| v.name.as_str()).collect();
+        assert_eq!(names, ["endpoint_filer", "endpoint_print", "mark_proxy"]);
+        let mark = &config.variables[2];
+        assert_eq!(mark.port, 3129);
+        assert_eq!(mark.rendered(Family::V4, 1), "201");
+        assert!(mark.ip6.is_empty());
+    }
+
+    #[test]
+    fn single_string_address_is_a_one_item_list() {
+        let c = parse(&var(r#"{"ip4": "10.0.0.1", "port": 22}"#), Path::new("f")).unwrap();
+        assert_eq!(c.variables[0].ip4, ["10.0.0.1".parse::<IpAddr>().unwrap()]);
+    }
+
+    #[test]
+    fn syntax_error_names_file_line_and_column() {
+        let err = parse("{\n\"failover\": {,}\n}", Path::new("/etc/x.json")).unwrap_err();
+        let msg = err.to_string();
+        assert!(msg.starts_with("/etc/x.json:2:14: "), "{msg}");
+    }
+
+    #[test]
+    fn refusals_name_the_variable_and_key() {
+        let cases = [
+            (
+                r#"{"ip4": ["1.2.3.4"], "port": 1, "prot": 2}"#,
+                "failover.v: unknown key \"prot\"",
+            ),
+            (r#"{"ip4": ["1.2.3.4"]}"#, "failover.v: missing \"port\""),
+            (
+                r#"{"ip4": ["1.2.3.4"], "port": 0}"#,
+                "failover.v.port: expected a TCP port number from 1 to 65535, found number 0",
+            ),
+            (
+                r#"{"ip4": ["1.2.3.4"], "port": 65536}"#,
+                "failover.v.port: expected a TCP port",
+            ),
+            (
+                r#"{"ip4": ["1.2.3.4"], "port": "443"}"#,
+                "found string \"443\"",
+            ),
+            (
+                r#"{"ip4": ["1.2.3.4"], "port": 44.5}"#,
+                "failover.v.port: expected a TCP port",
+            ),
+            (
+                r#"{"ip4": ["2001:db8::1"], "port": 1}"#,
+                "failover.v.ip4[0]: expected an IPv4 address, found 2001:db8::1; put it under \"ip6\"",
+            ),
+            (
+                r#"{"ip6": ["10.0.0.1"], "port": 1}"#,
+                "failover.v.ip6[0]: expected an IPv6 address, found 10.0.0.1; put it under \"ip4\"",
+            ),
+            (
+                r#"{"ip4": ["db.example.com"], "port": 1}"#,
+                "hostnames are not supported",
+            ),
+            (
+                r#"{"ip4": ["1.2.3.4/24"], "port": 1}"#,
+                "failover.v.ip4[0]: expected an IPv4 address, found \"1.2.3.4/24\"",
+            ),
+            (
+                r#"{"ip4": [5], "port": 1}"#,
+                "failover.v.ip4[0]: expected an IPv4 address as a string, found number 5",
+            ),
+            (
+                r#"{"ip4": ["1.2.3.4", "1.2.3.4"], "port": 1}"#,
+                "listed twice",
+            ),
+            (r#"{"port": 1}"#, "failover.v: no addresses"),
+            (r#"{"ip4": [], "port": 1}"#, "failover.v: no addresses"),
+            (
+                r#"{"ip4": ["1.2.3.4", "1.2.3.5"], "port": 1, "values": [1]}"#,
+                "failover.v.values: has 1 entries but \"ip4\" has 2",
+            ),
+            (
+                r#"{"ip4": ["1.2.3.4"], "port": 1, "values": ["1; flush ruleset"]}"#,
+                "failover.v.values[0]: expected a non-negative integer",
+            ),
+            (
+                r#"{"ip4": ["1.2.3.4"], "port": 1, "values": ["a\"b"]}"#,
+                "failover.v.values[0]",
+            ),
+            (
+                r#"{"ip4": ["1.2.3.4"], "port": 1, "values": ["}"]}"#,
+                "failover.v.values[0]",
+            ),
+            (
+                r#"{"ip4": ["1.2.3.4"], "port": 1, "values": [-1]}"#,
+                "failover.v.values[0]",
+            ),
+            (
+                r#"{"ip4": ["1.2.3.4"], "port": 1, "values": [1.5]}"#,
+                "failover.v.values[0]",
+            ),
+            (
+                r#"{"ip4": ["1.2.3.4"], "port": 1, "values": 7}"#,
+                "failover.v.values: expected a list",
+            ),
+            (
+                r#"{"ip4": ["1.2.3.4"], "port": 1, "port": 2}"#,
+                "failover.v: duplicate key \"port\"",
+            ),
+            (r#"["1.2.3.4"]"#, "failover.v: expected an object"),
+        ];
+        for (body, expected) in cases {
+            let p = one_problem(&var(body));
+            assert!(
+                p.contains(expected),
+                "{body}\n  got: {p}\n  want: {expected}"
+            );
+        }
+    }
+
+    #[test]
+    fn bad_variable_names_are_refused() {
+        for name in ["1abc", "a-b", "a b", "a;flush", "", "ä"] {
+            let text = format!(r#"{{"failover": {{"{name}": {{"ip4": "1.1.1.1", "port": 1}}}}}}"#);
+            let p = one_problem(&text);
+            assert!(p.contains("is not an nft identifier"), "{name}: {p}");
+        }
+    }
+
+    #[test]
+    fn top_level_refusals() {
+        assert!(one_problem(r#"{"failover": {}}"#).contains("no variables configured"));
+        assert!(one_problem(r#"{}"#).contains("missing the \"failover\" object"));
+        assert!(one_problem(r#"[]"#).contains("expected an object"));
+        assert!(one_problem(r#"{"failover": []}"#).contains("expected an object of variables"));
+        let dup = r#"{"failover": {"a": {"ip4": "1.1.1.1", "port": 1}, "a": {"ip4": "1.1.1.2", "port": 1}}}"#;
+        assert!(one_problem(dup).contains("failover: duplicate key \"a\""));
+        let bad_setting =
+            r#"{"settings": {"timeout": 5}, "failover": {"a": {"ip4": "1.1.1.1", "port": 1}}}"#;
+        assert!(one_problem(bad_setting).contains("settings: unknown key \"timeout\""));
+        let bad_timeout =
+            r#"{"settings": {"timeout_ms": 0}, "failover": {"a": {"ip4": "1.1.1.1", "port": 1}}}"#;
+        assert!(one_problem(bad_timeout).contains("settings.timeout_ms: expected milliseconds"));
+    }
+
+    #[test]
+    fn other_top_level_keys_are_ignored() {
+        let c = parse(
+            r#"{"comment": "x", "failover": {"a": {"ip4": "1.1.1.1", "port": 1}}}"#,
+            Path::new("f"),
+        )
+        .unwrap();
+        assert_eq!(c.variables.len(), 1);
+    }
+
+    #[test]
+    fn all_problems_are_reported_at_once() {
+        let text = r#"{"failover": {
+            "a": {"ip4": ["x"], "port": 0},
+            "b-c": {"ip4": "1.1.1.1", "port": 1},
+            "d": {"ip4": "1.1.1.1", "port": 1, "valuez": [1]}
+        }}"#;
+        let p = problems(text);
+        assert_eq!(p.len(), 4, "{p:#?}");
+        let msg = parse(text, Path::new("/etc/f.json"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            msg.starts_with("/etc/f.json: 4 problems in config:\n  "),
+            "{msg}"
+        );
+    }
+
+    #[test]
+    fn values_accept_integers_hex_addresses_and_identifiers() {
+        let text = var(
+            r#"{"ip4": ["1.1.1.1","1.1.1.2","1.1.1.3","1.1.1.4","1.1.1.5"], "port": 1,
+                "values": [200, "0x1F", "2001:DB8:0:0::1", "wan_a", "4294967296"]}"#,
+        );
+        let v = &parse(&text, Path::new("f")).unwrap().variables[0];
+        let rendered: Vec<_> = (0..5).map(|i| v.rendered(Family::V4, i)).collect();
+        assert_eq!(
+            rendered,
+            ["200", "0x1F", "2001:db8::1", "wan_a", "4294967296"]
+        );
+    }
+
+    #[test]
+    fn ipv6_renders_canonically() {
+        let text = var(r#"{"ip6": ["2001:DB8:0:0:0:0:0:2"], "port": 1}"#);
+        let v = &parse(&text, Path::new("f")).unwrap().variables[0];
+        assert_eq!(v.rendered(Family::V6, 0), "2001:db8::2");
+    }
+}

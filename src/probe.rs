@@ -1,0 +1,191 @@
+//! TCP connect checks for every candidate, all at once.
+//!
+//! A run must take about one timeout however many candidates there are, so every connect is in
+//! flight concurrently (bounded by the open-file limit), and the run stops waiting as soon as every
+//! variable is decided: lower-priority candidates that are still timing out cannot change a choice.
+
+use crate::config::{Config, Family};
+use crate::select::{self, DownReason, Health, Results};
+use std::io::ErrorKind;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::net::TcpStream;
+use tokio::sync::{Semaphore, mpsc};
+use tokio::task::JoinSet;
+
+/// File descriptors kept free for everything that is not a probe socket.
+const FD_RESERVE: u64 = 64;
+/// More sockets in flight than this gains nothing and only costs kernel memory.
+const MAX_IN_FLIGHT: u64 = 16_384;
+
+/// Raises the soft open-file limit to the hard limit and returns how many connects may be
+/// in flight at once. A 1024 soft limit is the default for services, far below what a
+/// config with thousands of candidates needs.
+pub fn raise_fd_limit() -> usize {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit/setrlimit only read/write the struct we pass.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) == 0 && lim.rlim_cur < lim.rlim_max {
+            let raised = libc::rlimit {
+                rlim_cur: lim.rlim_max,
+                rlim_max: lim.rlim_max,
+            };
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &raised) == 0 {
+                lim.rlim_cur = lim.rlim_max;
+            }
+        }
+    }
+    let soft = if lim.rlim_cur == 0 {
+        1024
+    } else {
+        lim.rlim_cur
+    };
+    soft.saturating_sub(FD_RESERVE).clamp(1, MAX_IN_FLIGHT) as usize
+}
+
+/// One candidate to check, with where its result goes.
+struct Target {
+    variable: usize,
+    family: Family,
+    index: usize,
+    addr: SocketAddr,
+}
+
+/// Checks candidates until every variable and family is decided (see `select::first_up`).
+/// Candidates not needed for a decision may be left unchecked (`None`).
+pub async fn check_all(config: &Config, timeout: Duration, max_in_flight: usize) -> Results {
+    let mut results = select::empty_results(config);
+    let mut undecided: usize = results
+        .iter()
+        .flatten()
+        .filter(|o| select::first_up(o).is_none())
+        .count();
+    if undecided == 0 {
+        return results;
+    }
+
+    // Rank order: every variable's first candidate, then every second one, ... so that with
+    // more candidates than sockets, the checks that decide variables start first.
+    let mut targets: Vec<Target> = Vec::new();
+    for (vi, var) in config.variables.iter().enumerate() {
+        for family in Family::ALL {
+            for (index, ip) in var.addrs(family).iter().enumerate() {
+                targets.push(Target {
+                    variable: vi,
+                    family,
+                    index,
+                    addr: SocketAddr::new(*ip, var.port),
+                });
+            }
+        }
+    }
+    targets.sort_by_key(|t| t.index);
+
+    let permits = Arc::new(Semaphore::new(max_in_flight));
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    let mut tasks = JoinSet::new();
+    for target in targets {
+        let (permits, tx) = (permits.clone(), tx.clone());
+        tasks.spawn(async move {
+            let Ok(_permit) = permits.acquire_owned().await else {
+                return;
+            };
+            let health = check(target.addr, timeout).await;
+            let _ = tx.send((target, health));
+        });
+    }
+    drop(tx);
+
+    while let Some((t, health)) = rx.recv().await {
+        let outcomes = &mut results[t.variable][t.family as usize];
+        let was_decided = select::first_up(outcomes).is_some();
+        outcomes[t.index] = Some(health);
+        if !was_decided && select::first_up(outcomes).is_some() {
+            undecided -= 1;
+            if undecided == 0 {
+                break;
+            }
+        }
+    }
+    // Dropping the set aborts the checks still waiting on lower-priority candidates.
+    tasks.abort_all();
+    results
+}
+
+/// One TCP connect: up once the handshake completes, down on refusal, error or timeout.
+pub async fn check(addr: SocketAddr, timeout: Duration) -> Health {
+    let start = Instant::now();
+    match tokio::time::timeout(timeout, TcpStream::connect(addr)).await {
+        Ok(Ok(_stream)) => Health::Up {
+            latency: start.elapsed(),
+        },
+        Ok(Err(e)) if e.kind() == ErrorKind::ConnectionRefused => Health::Down(DownReason::Refused),
+        Ok(Err(e)) => Health::Down(DownReason::Error(describe_io_error(&e))),
+        Err(_) => Health::Down(DownReason::Timeout(timeout)),
+    }
+}
+
+/// The OS error text without Rust's " (os error N)" suffix, lower-case as in the rest of the log.
+fn describe_io_error(e: &std::io::Error) -> String {
+    let text = e.to_string();
+    let text = text.split(" (os error").next().unwrap_or(&text);
+    let mut chars = text.chars();
+    match chars.next() {
+        Some(c) => c.to_lowercase().chain(chars).collect(),
+        None => text.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::net::TcpListener;
+
+    fn runtime() -> tokio::runtime::Runtime {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap()
+    }
+
+    #[test]
+    fn up_and_refused_on_loopback() {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let open = listener.local_addr().unwrap();
+        let closed = {
+            let l = TcpListener::bind("127.0.0.1:0").unwrap();
+            l.local_addr().unwrap()
+        };
+        let rt = runtime();
+        assert!(rt.block_on(check(open, Duration::from_secs(2))).is_up());
+        assert_eq!(
+            rt.block_on(check(closed, Duration::from_secs(2))),
+            Health::Down(DownReason::Refused)
+        );
+    }
+
+    #[test]
+    fn check_all_fills_results_by_variable_family_and_index() {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        // 127.0.0.2 has no listener on that port: refused. 127.0.0.1 is up.
+        let text = format!(
+            r#"{{"failover": {{"a": {{"ip4": ["127.0.0.2", "127.0.0.1"], "port": {port}}}}}}}"#
+        );
+        let config = crate::config::parse(&text, std::path::Path::new("f")).unwrap();
+        let results = runtime().block_on(check_all(&config, Duration::from_secs(2), 8));
+        let v4 = &results[0][Family::V4 as usize];
+        assert_eq!(v4[0], Some(Health::Down(DownReason::Refused)));
+        assert!(v4[1].as_ref().unwrap().is_up());
+    }
+
+    #[test]
+    fn fd_limit_leaves_a_reserve() {
+        let n = raise_fd_limit();
+        assert!(n >= 1 && n as u64 <= MAX_IN_FLIGHT);
+    }
+}
