@@ -68,6 +68,47 @@ pub fn parse_defines(text: &str) -> HashMap<&str, &str> {
 mod tests {
     use super::*;
 
+    use crate::config::{self, Family};
+    use crate::select::{self, DownReason, Health};
+    use std::time::Duration;
+
+    /// Renders the shipped example config with every candidate at `up_index` up and all
+    /// others refused (`None`: all down).
+    fn render_example(up_index: Option<usize>) -> String {
+        let text = include_str!("../etc/nftables.d/addons/failover.json");
+        let config = config::parse(text, Path::new("failover.json")).unwrap();
+        let mut results = select::empty_results(&config);
+        for per_variable in results.iter_mut() {
+            for f in Family::ALL {
+                for (i, slot) in per_variable[f as usize].iter_mut().enumerate() {
+                    *slot = Some(if Some(i) == up_index {
+                        Health::Up {
+                            latency: Duration::from_millis(1),
+                        }
+                    } else {
+                        Health::Down(DownReason::Refused)
+                    });
+                }
+            }
+        }
+        include(&config, &select::select(&config, &results))
+    }
+
+    #[test]
+    fn shipped_example_matches_golden_files() {
+        let cases = [
+            (Some(0), include_str!("../tests/golden/example-all-up.nft")),
+            (
+                Some(1),
+                include_str!("../tests/golden/example-first-down.nft"),
+            ),
+            (None, include_str!("../tests/golden/example-all-down.nft")),
+        ];
+        for (up, golden) in cases {
+            assert_eq!(render_example(up), golden, "candidate {up:?} up");
+        }
+    }
+
     #[test]
     fn md5_matches_known_vector() {
         assert_eq!(md5_hex(b"abc"), "900150983cd24fb0d6963f7d28e17f72");
