@@ -167,10 +167,16 @@ fn restore(path: &Path, previous: Option<&[u8]>) -> Result<()> {
     }
 }
 
-/// Replaces a file atomically: a temporary file in the same directory, fsynced, renamed over
-/// the target, and the directory fsynced. Readers see the old or the new bytes, never a mix.
-/// An existing file's mode and owner are kept; a new one gets mode 0640.
+/// Replaces a file durably and atomically, see `write_atomically`.
 pub fn replace_file(path: &Path, contents: &[u8]) -> Result<()> {
+    write_atomically(path, contents, true)
+}
+
+/// Replaces a file atomically: a temporary file in the same directory, renamed over the
+/// target, so readers see the old or the new bytes, never a mix. `durable` also fsyncs the file
+/// and the directory so the new bytes survive a power cut. An existing file's mode and owner are
+/// kept; a new one gets mode 0640.
+pub fn write_atomically(path: &Path, contents: &[u8], durable: bool) -> Result<()> {
     let dir = match path.parent() {
         Some(d) if !d.as_os_str().is_empty() => d,
         _ => Path::new("."),
@@ -191,9 +197,13 @@ pub fn replace_file(path: &Path, contents: &[u8]) -> Result<()> {
     if let Some(m) = &existing {
         keep_owner(tmp.as_file(), m, path);
     }
-    tmp.as_file().sync_all()?;
+    if durable {
+        tmp.as_file().sync_all()?;
+    }
     tmp.persist(path).map_err(|e| e.error)?;
-    File::open(dir)?.sync_all()?;
+    if durable {
+        File::open(dir)?.sync_all()?;
+    }
     Ok(())
 }
 

@@ -1,6 +1,6 @@
 //! Command-line interface. Also the source of the man page, so the two cannot drift.
 
-use clap::{ArgAction, Parser};
+use clap::{ArgAction, Args, Parser, Subcommand};
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -20,9 +20,13 @@ include is restored and the run exits 1. Meant to be started by a systemd timer 
 When not run as root, `nft -c` and the reload command run through `sudo -n`."
 )]
 pub struct Cli {
+    #[command(subcommand)]
+    pub command: Option<Command>,
+
     /// Config file: variables with their candidate addresses, port and optional values.
     #[arg(
         long,
+        global = true,
         value_name = "FILE",
         default_value = "/etc/nftables.d/addons/failover.json"
     )]
@@ -31,10 +35,20 @@ pub struct Cli {
     /// The include file to render the defines into.
     #[arg(
         long,
+        global = true,
         value_name = "FILE",
         default_value = "/etc/nftables.d/addons/failover.nft"
     )]
     pub output: PathBuf,
+
+    /// State file: counters, last results and the last applied include's hash.
+    #[arg(
+        long,
+        global = true,
+        value_name = "FILE",
+        default_value = "/var/lib/nftables-failover/state.json"
+    )]
+    pub state: PathBuf,
 
     /// Directory of addon includes (*.nft) checked together with the new include.
     #[arg(long, value_name = "DIR", default_value = "/etc/nftables.d/addons")]
@@ -71,7 +85,7 @@ pub struct Cli {
     pub stage_dir: Option<PathBuf>,
 
     /// Connect timeout per check, e.g. 2s, 500ms, 1.5 (seconds) [default: settings.timeout_ms, else 2s]
-    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    #[arg(long, global = true, value_name = "DURATION", value_parser = parse_duration)]
     pub timeout: Option<Duration>,
 
     /// Check and render, print the would-be include and whether it differs; write nothing,
@@ -80,12 +94,34 @@ pub struct Cli {
     pub dry_run: bool,
 
     /// Print only warnings and errors.
-    #[arg(short, long, conflicts_with = "verbose")]
+    #[arg(short, long, global = true, conflicts_with = "verbose")]
     pub quiet: bool,
 
     /// Print every check result and command run.
-    #[arg(short, long, action = ArgAction::Count)]
+    #[arg(short, long, global = true, action = ArgAction::Count)]
     pub verbose: u8,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Show each variable's candidates and choice from the config and state file.
+    ///
+    /// Checks nothing and changes nothing unless --check is given. Exit status follows the
+    /// monitoring-plugin convention: 0 OK (every variable on its preferred candidate),
+    /// 1 WARNING (some variable failed over), 2 CRITICAL (some variable has no healthy
+    /// candidate), 3 UNKNOWN (config or state unreadable).
+    Status(StatusArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct StatusArgs {
+    /// Print the status as JSON (see README, "Status JSON").
+    #[arg(long)]
+    pub json: bool,
+
+    /// Run fresh checks first and count them in (nothing is applied or saved).
+    #[arg(long)]
+    pub check: bool,
 }
 
 /// `2s`, `500ms`, `1.5s` or a bare number of seconds; between 1 ms and 10 minutes.

@@ -19,10 +19,79 @@ pub struct Config {
     pub variables: Vec<Variable>,
 }
 
-/// Top-level `"settings"`; every key is optional.
+/// Top-level `"settings"`, or the same keys inside a variable to override them there.
+/// Every key is optional; unset keys fall back to the global setting, then to the default,
+/// and the defaults reproduce the reference addon.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Settings {
     pub timeout_ms: Option<u64>,
+    pub fall: Option<u32>,
+    pub rise: Option<u32>,
+    pub preempt: Option<bool>,
+    pub preempt_delay_s: Option<u64>,
+    pub all_down: Option<AllDown>,
+    pub fallback: Option<Fallback>,
+}
+
+/// What to render when no candidate counts as up.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AllDown {
+    /// The first candidate (the reference addon's behaviour).
+    First,
+    /// Whatever was rendered last: never switch to a path that is also down.
+    Keep,
+    /// The `fallback` literal, e.g. a blackhole address, so traffic fails closed.
+    Fallback,
+}
+
+impl AllDown {
+    pub fn name(self) -> &'static str {
+        match self {
+            AllDown::First => "first",
+            AllDown::Keep => "keep",
+            AllDown::Fallback => "fallback",
+        }
+    }
+}
+
+/// The `fallback` literal: an address per family, or one value for variables with `values`.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Fallback {
+    PerFamily {
+        ip4: Option<IpAddr>,
+        ip6: Option<IpAddr>,
+    },
+    Value(Value),
+}
+
+/// The settings in force for one variable, after overrides and defaults.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Policy {
+    pub timeout_ms: u64,
+    pub fall: u32,
+    pub rise: u32,
+    pub preempt: bool,
+    pub preempt_delay_s: u64,
+    pub all_down: AllDown,
+    pub fallback: Option<Fallback>,
+}
+
+impl Settings {
+    /// This variable's settings, falling back to `global`, then to the defaults.
+    pub fn resolve(&self, global: &Settings) -> Policy {
+        Policy {
+            timeout_ms: self
+                .timeout_ms
+                .or(global.timeout_ms)
+                .unwrap_or(DEFAULT_TIMEOUT_MS),
+            fall: self.fall.or(global.fall).unwrap_or(1),
+            rise: self.rise.or(global.rise).unwrap_or(1),
+            preempt: self.preempt.or(global.preempt).unwrap_or(true),
+            preempt_delay_s: self.preempt_delay_s.or(global.preempt_delay_s).unwrap_or(0),
+            all_down: self.all_down.or(global.all_down).unwrap_or(AllDown::First),
+            fallback: self.fallback.clone().or_else(|| global.fallback.clone()),
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -33,6 +102,8 @@ pub struct Variable {
     pub ip6: Vec<IpAddr>,
     /// Rendered instead of the address at the same index (e.g. fwmarks).
     pub values: Option<Vec<Value>>,
+    /// Settings in force for this variable (overrides applied over the global settings).
+    pub policy: Policy,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -60,7 +131,7 @@ impl Family {
         }
     }
 
-    fn key(self) -> &'static str {
+    pub fn key(self) -> &'static str {
         match self {
             Family::V4 => "ip4",
             Family::V6 => "ip6",
@@ -82,6 +153,31 @@ impl Variable {
             Some(values) => values[index].to_string(),
             None => self.addrs(family)[index].to_string(),
         }
+    }
+
+    /// What `all_down: "fallback"` renders for `family` (validated to exist at load time).
+    pub fn fallback(&self, family: Family) -> Option<String> {
+        match self.policy.fallback.as_ref()? {
+            Fallback::Value(v) => Some(v.to_string()),
+            Fallback::PerFamily { ip4, ip6 } => match family {
+                Family::V4 => ip4.map(|a| a.to_string()),
+                Family::V6 => ip6.map(|a| a.to_string()),
+            },
+        }
+    }
+
+    /// Identifies the candidate list; history is only carried over while this stays the same.
+    pub fn fingerprint(&self) -> String {
+        let values = self.values.as_ref().map(|v| {
+            v.iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join(",")
+        });
+        format!(
+            "port={} ip4={:?} ip6={:?} values={:?}",
+            self.port, self.ip4, self.ip6, values
+        )
     }
 }
 
@@ -171,7 +267,25 @@ fn validate(tree: &Json, problems: &mut Vec<String>) -> Option<Config> {
     };
     report_duplicates(top, "top level", problems);
     let settings = match lookup(top, "settings") {
-        Some(s) => validate_settings(s, problems),
+        Some(Json::Object(entries)) => {
+            report_duplicates(entries, "settings", problems);
+            let mut settings = Settings::default();
+            for (key, value) in entries {
+                if !setting(&mut settings, key, value, "settings", problems) {
+                    problems.push(format!(
+                        "settings: unknown key {key:?}; expected one of: {SETTING_KEYS}"
+                    ));
+                }
+            }
+            settings
+        }
+        Some(other) => {
+            problems.push(format!(
+                "settings: expected an object, found {}",
+                other.describe()
+            ));
+            Settings::default()
+        }
         None => Settings::default(),
     };
     let Some(failover) = lookup(top, "failover") else {
@@ -194,7 +308,7 @@ fn validate(tree: &Json, problems: &mut Vec<String>) -> Option<Config> {
         if entries[..i].iter().any(|(n, _)| n == name) {
             continue; // reported as duplicate above
         }
-        if let Some(v) = validate_variable(name, body, problems) {
+        if let Some(v) = validate_variable(name, body, &settings, problems) {
             variables.push(v);
         }
     }
@@ -204,43 +318,134 @@ fn validate(tree: &Json, problems: &mut Vec<String>) -> Option<Config> {
     })
 }
 
-fn validate_settings(tree: &Json, problems: &mut Vec<String>) -> Settings {
-    let mut settings = Settings::default();
-    let Json::Object(entries) = tree else {
-        problems.push(format!(
-            "settings: expected an object, found {}",
-            tree.describe()
-        ));
-        return settings;
-    };
-    report_duplicates(entries, "settings", problems);
-    for (key, value) in entries {
-        match key.as_str() {
-            "timeout_ms" => settings.timeout_ms = timeout_ms(value, "settings", problems),
-            _ => problems.push(format!(
-                "settings: unknown key {key:?}; expected one of: timeout_ms"
-            )),
-        }
-    }
-    settings
-}
+const SETTING_KEYS: &str = "timeout_ms, fall, rise, preempt, preempt_delay_s, all_down, fallback";
 
-fn timeout_ms(value: &Json, at: &str, problems: &mut Vec<String>) -> Option<u64> {
-    match value {
-        Json::Number(n) if n.as_u64().is_some_and(|ms| (1..=600_000).contains(&ms)) => n.as_u64(),
+/// Parses one settings key into `settings`; returns false if the key is not a setting.
+fn setting(
+    settings: &mut Settings,
+    key: &str,
+    value: &Json,
+    at: &str,
+    problems: &mut Vec<String>,
+) -> bool {
+    let mut integer = |min: u64, max: u64, what: &str| match value {
+        Json::Number(n) if n.as_u64().is_some_and(|v| (min..=max).contains(&v)) => n.as_u64(),
         other => {
             problems.push(format!(
-                "{at}.timeout_ms: expected milliseconds from 1 to 600000, found {}",
+                "{at}.{key}: expected {what} from {min} to {max}, found {}",
                 other.describe()
             ));
             None
         }
+    };
+    match key {
+        "timeout_ms" => settings.timeout_ms = integer(1, 600_000, "milliseconds"),
+        "fall" => settings.fall = integer(1, 1000, "a number of checks").map(|v| v as u32),
+        "rise" => settings.rise = integer(1, 1000, "a number of checks").map(|v| v as u32),
+        "preempt_delay_s" => settings.preempt_delay_s = integer(0, 86_400, "seconds"),
+        "preempt" => match value {
+            Json::Bool(b) => settings.preempt = Some(*b),
+            other => problems.push(format!(
+                "{at}.preempt: expected true or false, found {}",
+                other.describe()
+            )),
+        },
+        "all_down" => match value {
+            Json::String(s) if s == "first" => settings.all_down = Some(AllDown::First),
+            Json::String(s) if s == "keep" => settings.all_down = Some(AllDown::Keep),
+            Json::String(s) if s == "fallback" => settings.all_down = Some(AllDown::Fallback),
+            other => problems.push(format!(
+                "{at}.all_down: expected \"first\", \"keep\" or \"fallback\", found {}",
+                other.describe()
+            )),
+        },
+        "fallback" => settings.fallback = fallback(value, at, problems),
+        _ => return false,
+    }
+    true
+}
+
+/// `fallback`: `{"ip4": "…", "ip6": "…"}` or one value (for variables with `values`).
+fn fallback(value: &Json, at: &str, problems: &mut Vec<String>) -> Option<Fallback> {
+    let Json::Object(entries) = value else {
+        return match parse_value(value) {
+            Some(v) => Some(Fallback::Value(v)),
+            None => {
+                problems.push(format!(
+                    "{at}.fallback: expected {{\"ip4\": ADDRESS, \"ip6\": ADDRESS}} or one value \
+                     (integer, IP address or identifier) for variables with values, found {}",
+                    value.describe()
+                ));
+                None
+            }
+        };
+    };
+    let before = problems.len();
+    report_duplicates(entries, &format!("{at}.fallback"), problems);
+    let (mut ip4, mut ip6) = (None, None);
+    for (key, item) in entries {
+        let (family, slot) = match key.as_str() {
+            "ip4" => (Family::V4, &mut ip4),
+            "ip6" => (Family::V6, &mut ip6),
+            _ => {
+                problems.push(format!(
+                    "{at}.fallback: unknown key {key:?}; expected ip4 and/or ip6"
+                ));
+                continue;
+            }
+        };
+        match item {
+            Json::String(text) => match text.parse::<IpAddr>() {
+                Ok(addr) if addr.is_ipv4() == (family == Family::V4) => *slot = Some(addr),
+                _ => problems.push(format!(
+                    "{at}.fallback.{key}: expected an {} address, found {text:?}",
+                    if family == Family::V4 { "IPv4" } else { "IPv6" }
+                )),
+            },
+            other => problems.push(format!(
+                "{at}.fallback.{key}: expected an address as a string, found {}",
+                other.describe()
+            )),
+        }
+    }
+    (problems.len() == before).then_some(Fallback::PerFamily { ip4, ip6 })
+}
+
+/// Checks that the settings in force for a variable fit its shape (e.g. its fallback).
+fn check_policy(var: &Variable, at: &str, problems: &mut Vec<String>) {
+    let p = &var.policy;
+    match (&p.fallback, p.all_down, &var.values) {
+        (None, AllDown::Fallback, _) => problems.push(format!(
+            "{at}: all_down is \"fallback\" but no \"fallback\" is set; give the literal to render"
+        )),
+        (Some(Fallback::PerFamily { .. }), AllDown::Fallback, Some(_)) => problems.push(format!(
+            "{at}.fallback: this variable renders values, so the fallback must be one value, not addresses"
+        )),
+        (Some(Fallback::Value(_)), AllDown::Fallback, None) => problems.push(format!(
+            "{at}.fallback: expected {{\"ip4\": ADDRESS, \"ip6\": ADDRESS}} for a variable without values"
+        )),
+        (Some(Fallback::PerFamily { ip4, ip6 }), AllDown::Fallback, None) => {
+            for (family, given) in [(Family::V4, ip4.is_some()), (Family::V6, ip6.is_some())] {
+                if !var.addrs(family).is_empty() && !given {
+                    problems.push(format!(
+                        "{at}.fallback: missing \"{}\"; every configured family needs a fallback address",
+                        family.key()
+                    ));
+                }
+            }
+        }
+        _ => {}
     }
 }
 
-const VARIABLE_KEYS: &str = "ip4, ip6, port, values";
+const VARIABLE_KEYS: &str = "ip4, ip6, port, values, or a setting";
 
-fn validate_variable(name: &str, body: &Json, problems: &mut Vec<String>) -> Option<Variable> {
+fn validate_variable(
+    name: &str,
+    body: &Json,
+    global: &Settings,
+    problems: &mut Vec<String>,
+) -> Option<Variable> {
     let at = format!("failover.{name}");
     let before = problems.len();
     if !is_identifier(name) {
@@ -257,10 +462,13 @@ fn validate_variable(name: &str, body: &Json, problems: &mut Vec<String>) -> Opt
         return None;
     };
     report_duplicates(entries, &at, problems);
-    for (key, _) in entries {
-        if !matches!(key.as_str(), "ip4" | "ip6" | "port" | "values") {
+    let mut overrides = Settings::default();
+    for (key, value) in entries {
+        if !matches!(key.as_str(), "ip4" | "ip6" | "port" | "values")
+            && !setting(&mut overrides, key, value, &at, problems)
+        {
             problems.push(format!(
-                "{at}: unknown key {key:?}; expected one of: {VARIABLE_KEYS}"
+                "{at}: unknown key {key:?}; expected one of: ip4, ip6, port, values, {SETTING_KEYS}"
             ));
         }
     }
@@ -303,13 +511,25 @@ fn validate_variable(name: &str, body: &Json, problems: &mut Vec<String>) -> Opt
         }
         Some(values)
     });
-    (problems.len() == before).then(|| Variable {
+    let var = Variable {
         name: name.to_string(),
         port: port.unwrap_or_default(),
         ip4,
         ip6,
         values,
-    })
+        policy: overrides.resolve(global),
+    };
+    if overrides.fallback.is_some() && var.policy.all_down != AllDown::Fallback {
+        problems.push(format!(
+            "{at}.fallback: set, but all_down is \"{}\"; add \"all_down\": \"fallback\" to use it",
+            var.policy.all_down.name()
+        ));
+    }
+    // Only on an otherwise valid variable: a refused fallback must not also read as a missing one.
+    if problems.len() == before {
+        check_policy(&var, &at, problems);
+    }
+    (problems.len() == before).then_some(var)
 }
 
 /// `ip4`/`ip6`: a string or a list of strings, each an address of that family.
@@ -601,6 +821,114 @@ mod tests {
         let bad_timeout =
             r#"{"settings": {"timeout_ms": 0}, "failover": {"a": {"ip4": "1.1.1.1", "port": 1}}}"#;
         assert!(one_problem(bad_timeout).contains("settings.timeout_ms: expected milliseconds"));
+    }
+
+    #[test]
+    fn settings_are_validated_globally_and_per_variable() {
+        let cases = [
+            (
+                r#"{"ip4": "1.1.1.1", "port": 1, "fall": 0}"#,
+                "failover.v.fall: expected a number of checks from 1 to 1000, found number 0",
+            ),
+            (
+                r#"{"ip4": "1.1.1.1", "port": 1, "rise": "2"}"#,
+                "failover.v.rise: expected a number of checks",
+            ),
+            (
+                r#"{"ip4": "1.1.1.1", "port": 1, "preempt": "no"}"#,
+                "failover.v.preempt: expected true or false",
+            ),
+            (
+                r#"{"ip4": "1.1.1.1", "port": 1, "preempt_delay_s": -1}"#,
+                "failover.v.preempt_delay_s: expected seconds",
+            ),
+            (
+                r#"{"ip4": "1.1.1.1", "port": 1, "all_down": "drop"}"#,
+                "failover.v.all_down: expected \"first\", \"keep\" or \"fallback\"",
+            ),
+            (
+                r#"{"ip4": "1.1.1.1", "port": 1, "all_down": "fallback"}"#,
+                "failover.v: all_down is \"fallback\" but no \"fallback\" is set",
+            ),
+            (
+                r#"{"ip4": "1.1.1.1", "port": 1, "fallback": {"ip4": "192.0.2.1"}}"#,
+                "failover.v.fallback: set, but all_down is \"first\"",
+            ),
+            (
+                r#"{"ip4": "1.1.1.1", "ip6": "::1", "port": 1, "all_down": "fallback", "fallback": {"ip4": "192.0.2.1"}}"#,
+                "failover.v.fallback: missing \"ip6\"",
+            ),
+            (
+                r#"{"ip4": "1.1.1.1", "port": 1, "all_down": "fallback", "fallback": {"ip4": "::1"}}"#,
+                "failover.v.fallback.ip4: expected an IPv4 address",
+            ),
+            (
+                r#"{"ip4": "1.1.1.1", "port": 1, "all_down": "fallback", "fallback": {"ip4": "1.1.1.1; flush ruleset"}}"#,
+                "failover.v.fallback.ip4",
+            ),
+            (
+                r#"{"ip4": "1.1.1.1", "port": 1, "all_down": "fallback", "fallback": {"ipv4": "1.1.1.1"}}"#,
+                "failover.v.fallback: unknown key \"ipv4\"",
+            ),
+            (
+                r#"{"ip4": "1.1.1.1", "port": 1, "all_down": "fallback", "fallback": 7}"#,
+                "for a variable without values",
+            ),
+            (
+                r#"{"ip4": "1.1.1.1", "port": 1, "values": [1], "all_down": "fallback", "fallback": {"ip4": "192.0.2.1"}}"#,
+                "must be one value",
+            ),
+            (
+                r#"{"ip4": "1.1.1.1", "port": 1, "values": [1], "all_down": "fallback", "fallback": "x y"}"#,
+                "failover.v.fallback: expected",
+            ),
+        ];
+        for (body, expected) in cases {
+            let p = one_problem(&var(body));
+            assert!(
+                p.contains(expected),
+                "{body}\n  got: {p}\n  want: {expected}"
+            );
+        }
+    }
+
+    #[test]
+    fn per_variable_settings_override_global_ones_and_defaults_match_the_reference() {
+        let c = parse(
+            r#"{"settings": {"fall": 3, "rise": 2, "all_down": "keep", "timeout_ms": 500},
+                "failover": {
+                  "a": {"ip4": "1.1.1.1", "port": 1},
+                  "b": {"ip4": "1.1.1.1", "port": 1, "fall": 1, "preempt": false, "preempt_delay_s": 60}
+                }}"#,
+            Path::new("f"),
+        )
+        .unwrap();
+        let (a, b) = (&c.variables[0].policy, &c.variables[1].policy);
+        assert_eq!(
+            (a.fall, a.rise, a.preempt, a.all_down, a.timeout_ms),
+            (3, 2, true, AllDown::Keep, 500)
+        );
+        assert_eq!(
+            (b.fall, b.rise, b.preempt, b.preempt_delay_s),
+            (1, 2, false, 60)
+        );
+        let d = parse(
+            r#"{"failover": {"a": {"ip4": "1.1.1.1", "port": 1}}}"#,
+            Path::new("f"),
+        )
+        .unwrap();
+        let p = &d.variables[0].policy;
+        assert_eq!(
+            (
+                p.fall,
+                p.rise,
+                p.preempt,
+                p.preempt_delay_s,
+                p.all_down,
+                p.timeout_ms
+            ),
+            (1, 1, true, 0, AllDown::First, DEFAULT_TIMEOUT_MS)
+        );
     }
 
     #[test]

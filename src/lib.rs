@@ -1,7 +1,8 @@
 //! nftables-failover: keeps nftables `define`s pointed at the first healthy candidate.
 //!
-//! Pure logic — [`config`], [`select`], [`render`] — is kept apart from effects — [`probe`]
-//! (network), [`apply`] (files), [`command`] (nft, sudo, reload) — and [`run`] ties one run together.
+//! Pure logic — [`config`], [`policy`], [`select`], [`render`] — is kept apart from effects —
+//! [`probe`] (network), [`apply`] and [`state`] (files), [`command`] (nft, sudo, reload) — and
+//! [`run`] and [`status`] tie them together.
 
 pub mod apply;
 pub mod cli;
@@ -9,7 +10,10 @@ pub mod command;
 pub mod config;
 pub mod jsonc;
 pub mod log;
+pub mod policy;
 pub mod probe;
 pub mod render;
 pub mod run;
 pub mod select;
+pub mod state;
+pub mod status;

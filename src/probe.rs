@@ -53,11 +53,17 @@ struct Target {
     family: Family,
     index: usize,
     addr: SocketAddr,
+    timeout: Duration,
 }
 
 /// Checks candidates until every variable and family is decided (see `select::first_up`).
-/// Candidates not needed for a decision may be left unchecked (`None`).
-pub async fn check_all(config: &Config, timeout: Duration, max_in_flight: usize) -> Results {
+/// Candidates not needed for a decision may be left unchecked (`None`). Each variable's
+/// `timeout_ms` applies unless `timeout` overrides it for all.
+pub async fn check_all(
+    config: &Config,
+    timeout: Option<Duration>,
+    max_in_flight: usize,
+) -> Results {
     let mut results = select::empty_results(config);
     let mut undecided: usize = results
         .iter()
@@ -72,6 +78,7 @@ pub async fn check_all(config: &Config, timeout: Duration, max_in_flight: usize)
     // more candidates than sockets, the checks that decide variables start first.
     let mut targets: Vec<Target> = Vec::new();
     for (vi, var) in config.variables.iter().enumerate() {
+        let timeout = timeout.unwrap_or(Duration::from_millis(var.policy.timeout_ms));
         for family in Family::ALL {
             for (index, ip) in var.addrs(family).iter().enumerate() {
                 targets.push(Target {
@@ -79,6 +86,7 @@ pub async fn check_all(config: &Config, timeout: Duration, max_in_flight: usize)
                     family,
                     index,
                     addr: SocketAddr::new(*ip, var.port),
+                    timeout,
                 });
             }
         }
@@ -94,7 +102,7 @@ pub async fn check_all(config: &Config, timeout: Duration, max_in_flight: usize)
             let Ok(_permit) = permits.acquire_owned().await else {
                 return;
             };
-            let health = check(target.addr, timeout).await;
+            let health = check(target.addr, target.timeout).await;
             let _ = tx.send((target, health));
         });
     }
@@ -177,7 +185,7 @@ mod tests {
             r#"{{"failover": {{"a": {{"ip4": ["127.0.0.2", "127.0.0.1"], "port": {port}}}}}}}"#
         );
         let config = crate::config::parse(&text, std::path::Path::new("f")).unwrap();
-        let results = runtime().block_on(check_all(&config, Duration::from_secs(2), 8));
+        let results = runtime().block_on(check_all(&config, Some(Duration::from_secs(2)), 8));
         let v4 = &results[0][Family::V4 as usize];
         assert_eq!(v4[0], Some(Health::Down(DownReason::Refused)));
         assert!(v4[1].as_ref().unwrap().is_up());

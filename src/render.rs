@@ -91,7 +91,14 @@ mod tests {
                 }
             }
         }
-        include(&config, &select::select(&config, &results))
+        let (choices, _) = select::decide(
+            &config,
+            &results,
+            &Default::default(),
+            &Default::default(),
+            0,
+        );
+        include(&config, &choices)
     }
 
     #[test]

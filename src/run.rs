@@ -1,13 +1,14 @@
-//! One run: load, check, select, render, and apply only if the include changed.
+//! One run: load, check, count, select, render, and apply only if the include changed.
 
 use crate::apply::{self, Plan};
-use crate::cli::Cli;
+use crate::cli::{Cli, Command};
 use crate::command::{self, Runner};
-use crate::config::{self, Config, DEFAULT_TIMEOUT_MS};
+use crate::config::{self, Config};
 use crate::select::{self, Choice, Results};
-use crate::{log, probe, render};
+use crate::state::{self, State};
+use crate::{log, probe, render, status};
 use std::process::ExitCode;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 /// Exit codes: the contract with systemd and admins' scripts.
 pub const EXIT_OK: u8 = 0;
@@ -19,7 +20,51 @@ const LOCK_WAIT: Duration = Duration::from_secs(10);
 
 pub fn main(cli: Cli) -> ExitCode {
     log::set_verbosity(cli.quiet, cli.verbose);
-    ExitCode::from(run(&cli))
+    ExitCode::from(match &cli.command {
+        Some(Command::Status(args)) => status::main(&cli, args),
+        None => run(&cli),
+    })
+}
+
+/// What one evaluation of the config produced: this run's choices and the state to keep.
+pub struct Evaluation {
+    pub results: Results,
+    pub choices: Vec<Choice>,
+    pub state: State,
+    /// The include's text as rendered from `choices`.
+    pub text: String,
+}
+
+/// Checks (if `probe`), counts the results into `previous` and picks. `live` is the include
+/// on disk. Shared by the timer run and `status`.
+pub fn evaluate(
+    config: &Config,
+    previous: &State,
+    live: Option<&[u8]>,
+    probe: bool,
+    timeout: Option<Duration>,
+) -> std::io::Result<Evaluation> {
+    let results = if probe {
+        check(config, timeout)?
+    } else {
+        select::empty_results(config)
+    };
+    let live_text = live.map(String::from_utf8_lossy).unwrap_or_default();
+    let (choices, mut state) = select::decide(
+        config,
+        &results,
+        previous,
+        &render::parse_defines(&live_text),
+        unix_now(),
+    );
+    state.applied_md5 = previous.applied_md5.clone();
+    let text = render::include(config, &choices);
+    Ok(Evaluation {
+        results,
+        choices,
+        state,
+        text,
+    })
 }
 
 fn run(cli: &Cli) -> u8 {
@@ -40,28 +85,68 @@ fn run(cli: &Cli) -> u8 {
             return EXIT_USAGE;
         }
     };
-    let timeout = cli.timeout.unwrap_or(Duration::from_millis(
-        config.settings.timeout_ms.unwrap_or(DEFAULT_TIMEOUT_MS),
-    ));
-
-    let results = match check(&config, timeout) {
-        Ok(r) => r,
+    // The whole run holds the lock, so concurrent runs neither interleave applies nor lose
+    // each other's counter updates. A dry run writes nothing and needs none.
+    let _lock = if cli.dry_run {
+        None
+    } else {
+        match apply::lock(&cli.output, LOCK_WAIT) {
+            Ok(Some(lock)) => Some(lock),
+            Ok(None) => {
+                log::info("another run is still going; leaving this one to it");
+                return EXIT_OK;
+            }
+            Err(e) => {
+                log::error(&format!("{e:#}"));
+                return EXIT_FAILED;
+            }
+        }
+    };
+    let previous = state::load_or_empty(&cli.state);
+    let live = match std::fs::read(&cli.output) {
+        Ok(bytes) => Some(bytes),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+        Err(e) => {
+            log::error(&format!("cannot read {}: {e}", cli.output.display()));
+            return EXIT_FAILED;
+        }
+    };
+    let eval = match evaluate(&config, &previous, live.as_deref(), true, cli.timeout) {
+        Ok(e) => e,
         Err(e) => {
             log::error(&format!("cannot run the checks: {e}"));
             return EXIT_FAILED;
         }
     };
-    let choices = select::select(&config, &results);
-    log_results(&config, &results, &choices);
-    let text = render::include(&config, &choices);
+    log_results(&config, &eval);
     log::debug(&format!(
         "checked and rendered in {:.1} ms",
         started.elapsed().as_secs_f64() * 1e3
     ));
 
     if cli.dry_run {
-        return dry_run(cli, &text);
+        return dry_run(cli, &eval.text, live.as_deref());
     }
+
+    let mut new_state = eval.state;
+    let new_md5 = render::md5_hex(eval.text.as_bytes());
+    let on_disk = live.as_deref().map(render::md5_hex);
+    // Unchanged means: the include on disk is this text, and it is what was last applied (a
+    // run after a failed or interrupted apply retries). No record at all trusts the disk, so
+    // losing the state file never causes a reload.
+    let applied = previous.applied_md5.as_deref().is_none_or(|a| a == new_md5);
+    if on_disk.as_deref() == Some(new_md5.as_str()) && applied {
+        log::info(&format!("{}: unchanged", cli.output.display()));
+        save_state(cli, &new_state);
+        return EXIT_OK;
+    }
+    if on_disk.as_deref() == Some(new_md5.as_str()) {
+        log::info(&format!(
+            "{}: on disk but not applied successfully yet; applying",
+            cli.output.display()
+        ));
+    }
+    log_changes(&config, &eval.results, &eval.choices, live.as_deref());
 
     let plan = Plan {
         output: cli.output.clone(),
@@ -72,41 +157,14 @@ fn run(cli: &Cli) -> u8 {
         nft: cli.nft.clone(),
         reload,
     };
-    let _lock = match apply::lock(&plan.output, LOCK_WAIT) {
-        Ok(Some(lock)) => lock,
-        Ok(None) => {
-            log::info("another run is applying a change; leaving this one to it");
-            return EXIT_OK;
-        }
-        Err(e) => {
-            log::error(&format!("{e:#}"));
-            return EXIT_FAILED;
-        }
-    };
-    let previous = match std::fs::read(&plan.output) {
-        Ok(bytes) => Some(bytes),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
-        Err(e) => {
-            log::error(&format!("cannot read {}: {e}", plan.output.display()));
-            return EXIT_FAILED;
-        }
-    };
-    if previous
-        .as_deref()
-        .is_some_and(|old| render::md5_hex(old) == render::md5_hex(text.as_bytes()))
-    {
-        log::info(&format!("{}: unchanged", plan.output.display()));
-        return EXIT_OK;
-    }
-
-    log_changes(&config, &results, &choices, previous.as_deref());
-    match apply::apply(
+    let code = match apply::apply(
         &plan,
         &Runner::for_current_user(),
-        &text,
-        previous.as_deref(),
+        &eval.text,
+        live.as_deref(),
     ) {
         Ok(()) => {
+            new_state.applied_md5 = Some(new_md5);
             log::info(&format!(
                 "{}: applied and nftables reloaded ({:.0} ms)",
                 plan.output.display(),
@@ -118,10 +176,27 @@ fn run(cli: &Cli) -> u8 {
             log::error(&format!("{e:#}"));
             EXIT_FAILED
         }
+    };
+    save_state(cli, &new_state);
+    code
+}
+
+fn save_state(cli: &Cli, state: &State) {
+    if let Err(e) = state::save(&cli.state, state) {
+        log::warn(&format!(
+            "cannot save state to {}: {e:#}; counters start over next run",
+            cli.state.display()
+        ));
     }
 }
 
-fn check(config: &Config, timeout: Duration) -> std::io::Result<Results> {
+pub fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+fn check(config: &Config, timeout: Option<Duration>) -> std::io::Result<Results> {
     let in_flight = probe::raise_fd_limit();
     // One thread is plenty: the work is waiting on sockets, and it keeps the run cheap.
     let runtime = tokio::runtime::Builder::new_current_thread()
@@ -130,12 +205,9 @@ fn check(config: &Config, timeout: Duration) -> std::io::Result<Results> {
     Ok(runtime.block_on(probe::check_all(config, timeout, in_flight)))
 }
 
-fn dry_run(cli: &Cli, text: &str) -> u8 {
+fn dry_run(cli: &Cli, text: &str, live: Option<&[u8]>) -> u8 {
     print!("{text}");
-    let differs = match std::fs::read(&cli.output) {
-        Ok(old) => old != text.as_bytes(),
-        Err(_) => true,
-    };
+    let differs = live != Some(text.as_bytes());
     log::info(&format!(
         "dry run: {} {}",
         cli.output.display(),
@@ -148,36 +220,32 @@ fn dry_run(cli: &Cli, text: &str) -> u8 {
     EXIT_OK
 }
 
-/// The address (and port) of a candidate, as it appears in log lines.
-fn candidate(config: &Config, choice: &Choice, index: usize) -> String {
+/// The address and port of a candidate, as it appears in log lines.
+pub fn candidate(config: &Config, choice: &Choice, index: usize) -> String {
     let var = &config.variables[choice.variable];
     let ip = var.addrs(choice.family)[index];
     std::net::SocketAddr::new(ip, var.port).to_string()
 }
 
-fn log_results(config: &Config, results: &Results, choices: &[Choice]) {
-    for c in choices {
+fn log_results(config: &Config, eval: &Evaluation) {
+    for c in &eval.choices {
         let name = &config.variables[c.variable].name;
-        let outcomes = &results[c.variable][c.family as usize];
+        let define = format!("{name}_{}", c.family.suffix());
         if log::enabled(log::Level::Debug) {
+            let outcomes = &eval.results[c.variable][c.family as usize];
             for (i, o) in outcomes.iter().enumerate() {
                 let state = o
                     .as_ref()
                     .map_or("not checked (decided earlier)".to_string(), |h| {
                         h.to_string()
                     });
-                log::debug(&format!(
-                    "{name}_{}: {} {state}",
-                    c.family.suffix(),
-                    candidate(config, c, i)
-                ));
+                log::debug(&format!("{define}: {} {state}", candidate(config, c, i)));
             }
         }
-        if c.all_down {
+        if c.all_down() {
             log::warn(&format!(
-                "{name}_{}: no candidate is up; using the first one, {}",
-                c.family.suffix(),
-                c.rendered
+                "{define}: no candidate is up; {}",
+                status::reason_text(config, c, &eval.state)
             ));
         }
     }
@@ -198,18 +266,22 @@ fn log_changes(config: &Config, results: &Results, choices: &[Choice], previous:
             continue;
         }
         let outcomes = &results[c.variable][c.family as usize];
-        let why = match c.index {
-            Some(i) if i > 0 || c.all_down => outcomes
-                .iter()
-                .enumerate()
-                .filter_map(|(j, o)| o.as_ref().map(|h| (j, h)))
-                .filter(|(_, h)| !h.is_up())
-                .take(if c.all_down { usize::MAX } else { i })
-                .map(|(j, h)| format!("{} {h}", candidate(config, c, j)))
-                .collect::<Vec<_>>()
-                .join(", "),
-            Some(_) => "preferred candidate is up".into(),
-            None => "no addresses configured".into(),
+        // The candidates ahead of the pick that were seen down this run.
+        let ahead = if c.all_down() {
+            outcomes.len()
+        } else {
+            c.index.unwrap_or(0)
+        };
+        let down: Vec<String> = outcomes[..ahead.min(outcomes.len())]
+            .iter()
+            .enumerate()
+            .filter_map(|(j, o)| o.as_ref().filter(|h| !h.is_up()).map(|h| (j, h)))
+            .map(|(j, h)| format!("{} {h}", candidate(config, c, j)))
+            .collect();
+        let why = match (&c.reason, down.is_empty()) {
+            (None, _) => "no addresses configured".to_string(),
+            (_, false) => down.join(", "),
+            (Some(_), true) => crate::status::reason_text(config, c, &State::default()).to_string(),
         };
         log::info(&format!("{define}: {before} -> {} ({why})", c.rendered));
     }

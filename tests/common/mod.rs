@@ -92,6 +92,7 @@ pub struct Fixture {
     pub main_config: PathBuf,
     pub nft: PathBuf,
     pub nft_log: PathBuf,
+    pub state: PathBuf,
 }
 
 impl Fixture {
@@ -112,6 +113,7 @@ impl Fixture {
         .unwrap();
         fs::set_permissions(&nft, fs::Permissions::from_mode(0o755)).unwrap();
         Fixture {
+            state: dir.path().join("state/state.json"),
             config: addon_dir.join("failover.json"),
             output: addon_dir.join("failover.nft"),
             main_config: dir.path().join("nftables.conf"),
@@ -161,6 +163,8 @@ impl Fixture {
             .arg(&self.nft)
             .arg("--reload-command")
             .arg(reload)
+            .arg("--state")
+            .arg(&self.state)
             .args(extra)
             .env_remove("RUNTIME_DIRECTORY")
             .env_remove("JOURNAL_STREAM");
@@ -173,6 +177,20 @@ impl Fixture {
             .lines()
             .map(String::from)
             .collect()
+    }
+
+    /// Runs `status` with this fixture's paths.
+    pub fn status(&self, extra: &[&str]) -> Output {
+        let mut cmd = Command::new(BIN);
+        cmd.arg("status")
+            .arg("--config")
+            .arg(&self.config)
+            .arg("--output")
+            .arg(&self.output)
+            .arg("--state")
+            .arg(&self.state)
+            .args(extra);
+        output_within(cmd, Duration::from_secs(30))
     }
 
     pub fn output_text(&self) -> Option<String> {

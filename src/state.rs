@@ -1,0 +1,168 @@
+//! The state file: per-candidate counters and last results, per variable the rendered choice,
+//! and the hash of the last include that was applied successfully.
+//!
+//! State is a convenience, never a reason to fail: a missing, unreadable or corrupt file is
+//! logged and treated as no history.
+
+use crate::policy::Counted;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+use std::path::Path;
+
+pub const VERSION: u32 = 1;
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct State {
+    pub version: u32,
+    /// MD5 of the last include that passed every check and was reloaded.
+    #[serde(default)]
+    pub applied_md5: Option<String>,
+    #[serde(default)]
+    pub variables: BTreeMap<String, VariableState>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct VariableState {
+    /// The candidate list this history belongs to (see `Variable::fingerprint`).
+    pub fingerprint: String,
+    pub v4: FamilyState,
+    pub v6: FamilyState,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct FamilyState {
+    pub candidates: Vec<CandidateState>,
+    /// Index of the rendered candidate, if a candidate (not a kept or fallback literal) is rendered.
+    #[serde(default)]
+    pub selected: Option<usize>,
+    #[serde(default)]
+    pub rendered: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CandidateState {
+    pub address: IpAddr,
+    /// `None` until the candidate has been checked once.
+    #[serde(default)]
+    pub counted: Option<Counted>,
+    #[serde(default)]
+    pub last: Option<LastCheck>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LastCheck {
+    /// Unix time of the check.
+    pub at: u64,
+    pub up: bool,
+    #[serde(default)]
+    pub latency_ms: Option<f64>,
+    #[serde(default)]
+    pub error: Option<String>,
+}
+
+impl VariableState {
+    pub fn family(&self, family: crate::config::Family) -> &FamilyState {
+        match family {
+            crate::config::Family::V4 => &self.v4,
+            crate::config::Family::V6 => &self.v6,
+        }
+    }
+}
+
+/// Why a state file could not be used; the run goes on without history.
+pub enum LoadProblem {
+    Missing,
+    Unusable(String),
+}
+
+/// Reads the state file; `Err` says why it is treated as empty.
+pub fn load(path: &Path) -> Result<State, LoadProblem> {
+    let text = match std::fs::read(path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Err(LoadProblem::Missing),
+        Err(e) => return Err(LoadProblem::Unusable(format!("cannot read it: {e}"))),
+    };
+    match serde_json::from_slice::<State>(&text) {
+        Ok(s) if s.version == VERSION => Ok(s),
+        Ok(s) => Err(LoadProblem::Unusable(format!(
+            "it has format version {}, this build reads {VERSION}",
+            s.version
+        ))),
+        Err(e) => Err(LoadProblem::Unusable(format!("it is not valid state: {e}"))),
+    }
+}
+
+/// Like `load`, logging why a state file was not usable.
+pub fn load_or_empty(path: &Path) -> State {
+    match load(path) {
+        Ok(s) => s,
+        Err(LoadProblem::Missing) => {
+            crate::log::debug(&format!("{}: no state yet", path.display()));
+            State::default()
+        }
+        Err(LoadProblem::Unusable(why)) => {
+            crate::log::warn(&format!(
+                "{}: ignoring the state file, {why}; starting without history",
+                path.display()
+            ));
+            State::default()
+        }
+    }
+}
+
+/// Writes the state atomically (temp file + rename), creating its directory if missing.
+/// Not fsynced: it is rewritten every run, and losing it in a crash only loses history.
+pub fn save(path: &Path, state: &State) -> anyhow::Result<()> {
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir)?;
+    }
+    let mut text = serde_json::to_vec_pretty(state)?;
+    text.push(b'\n');
+    crate::apply::write_atomically(path, &text, false)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trip_and_tolerant_loading() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("sub/state.json");
+        assert!(matches!(load(&path), Err(LoadProblem::Missing)));
+        let mut state = State {
+            version: VERSION,
+            applied_md5: Some("abc".into()),
+            ..State::default()
+        };
+        state.variables.insert(
+            "web".into(),
+            VariableState {
+                fingerprint: "f".into(),
+                v4: FamilyState {
+                    candidates: vec![CandidateState {
+                        address: "127.0.0.1".parse().unwrap(),
+                        counted: Some(Counted {
+                            up: true,
+                            streak: 1,
+                            since: 5,
+                        }),
+                        last: None,
+                    }],
+                    selected: Some(0),
+                    rendered: Some("127.0.0.1".into()),
+                },
+                v6: FamilyState::default(),
+            },
+        );
+        save(&path, &state).unwrap();
+        assert_eq!(load(&path).ok(), Some(state));
+
+        std::fs::write(&path, "{ not json").unwrap();
+        assert!(matches!(load(&path), Err(LoadProblem::Unusable(_))));
+        assert_eq!(load_or_empty(&path), State::default());
+        std::fs::write(&path, r#"{"version": 99}"#).unwrap();
+        assert!(matches!(load(&path), Err(LoadProblem::Unusable(w)) if w.contains("version 99")));
+    }
+}
