@@ -579,6 +579,9 @@ fn addresses(
                 "{where_}: expected {expected}, found hostname {text:?}; hostnames are not \
                  supported, list the addresses instead"
             )),
+            Err(_) if family == Family::V6 && text.contains(':') => problems.push(format!(
+                "{where_}: expected {expected}, found {text:?} (IPv6 has eight groups, or :: for a run of zero groups)"
+            )),
             Err(_) => problems.push(format!("{where_}: expected {expected}, found {text:?}")),
         }
     }
