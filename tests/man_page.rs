@@ -234,7 +234,7 @@ fn extra_sections(cmd: &Command) -> Roff {
     item(
         &mut r,
         [
-            bold("/lib/systemd/system/nftables-failover.service"),
+            bold("/usr/lib/systemd/system/nftables-failover.service"),
             roman(", "),
             bold(".timer"),
         ],
