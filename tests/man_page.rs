@@ -1,0 +1,269 @@
+//! The man page nftables-failover(8) is generated from the clap definition (`cli::Cli`), so it
+//! cannot drift from the real options. The generated page is committed as
+//! `man/nftables-failover.8` (packaged by cargo-deb, readable without a build); this test
+//! regenerates it and fails if the committed file differs.
+//!
+//! After changing the command line (options, help texts, a subcommand, the version):
+//!
+//!     UPDATE_MAN=1 cargo test --test man_page
+//!
+//! and commit the updated `man/nftables-failover.8`.
+
+use clap::{Command, CommandFactory};
+use clap_mangen::Man;
+use nftables_failover::cli::Cli;
+use nftables_failover::run::{EXIT_FAILED, EXIT_OK, EXIT_USAGE};
+use roff::{Inline, Roff, bold, italic, roman};
+use std::path::Path;
+
+const COMMITTED: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/man/nftables-failover.8");
+
+#[test]
+fn committed_man_page_matches_the_cli() {
+    let generated = render();
+    if std::env::var_os("UPDATE_MAN").is_some() {
+        std::fs::create_dir_all(Path::new(COMMITTED).parent().unwrap()).unwrap();
+        std::fs::write(COMMITTED, &generated).unwrap();
+        eprintln!("wrote {COMMITTED}");
+        return;
+    }
+    let committed = std::fs::read_to_string(COMMITTED).unwrap_or_default();
+    if committed != generated {
+        let first_difference = committed
+            .lines()
+            .zip(generated.lines())
+            .position(|(a, b)| a != b)
+            .unwrap_or(committed.lines().count().min(generated.lines().count()));
+        panic!(
+            "{COMMITTED} is out of date with the command line (first difference at line {}).\n\
+             Regenerate it with\n    UPDATE_MAN=1 cargo test --test man_page\nand commit it.",
+            first_difference + 1
+        );
+    }
+}
+
+/// Sanity checks on the page itself, so a broken generator cannot pass by regenerating.
+#[test]
+fn man_page_documents_options_files_and_exit_status() {
+    let page = render();
+    for needle in [
+        ".TH nftables-failover 8",
+        ".SH SYNOPSIS",
+        ".SH OPTIONS",
+        "\\-\\-dry\\-run",
+        "\\-\\-stage\\-dir",
+        ".SH \"EXIT STATUS\"",
+        ".SH FILES",
+        ".SH CONFIGURATION",
+        "/etc/sudoers.d/nftables\\-failover",
+        "/etc/nftables.d/addons/failover.json",
+    ] {
+        assert!(page.contains(needle), "man page lacks {needle:?}:\n{page}");
+    }
+}
+
+fn render() -> String {
+    let cmd = Cli::command();
+    let man = Man::new(cmd.clone())
+        .section("8")
+        .manual("System Administration");
+    let mut out = Vec::new();
+    man.render_title(&mut out).unwrap();
+    man.render_name_section(&mut out).unwrap();
+    man.render_synopsis_section(&mut out).unwrap();
+    man.render_description_section(&mut out).unwrap();
+    man.render_options_section(&mut out).unwrap();
+    if cmd.get_subcommands().next().is_some() {
+        man.render_subcommands_section(&mut out).unwrap();
+    }
+    out.extend(extra_sections(&cmd).render().into_bytes());
+    man.render_version_section(&mut out).unwrap();
+    String::from_utf8(out).unwrap()
+}
+
+/// The default value of a long option, straight from the clap definition.
+fn default_of(cmd: &Command, id: &str) -> String {
+    let arg = cmd
+        .get_arguments()
+        .find(|a| a.get_id() == id)
+        .unwrap_or_else(|| panic!("no option {id:?} in the CLI"));
+    arg.get_default_values()
+        .first()
+        .unwrap_or_else(|| panic!("option {id:?} has no default"))
+        .to_string_lossy()
+        .into_owned()
+}
+
+fn paragraph(roff: &mut Roff, text: impl Into<Vec<Inline>>) {
+    roff.control("PP", []);
+    roff.text(text);
+}
+
+fn item(roff: &mut Roff, term: impl Into<Vec<Inline>>, text: &str) {
+    roff.control("TP", []);
+    roff.text(term);
+    roff.text([roman(text)]);
+}
+
+fn extra_sections(cmd: &Command) -> Roff {
+    let config = default_of(cmd, "config");
+    let output = default_of(cmd, "output");
+    let main_config = default_of(cmd, "main_config");
+    let output_path = Path::new(&output);
+    let lock = output_path.with_file_name(format!(
+        ".{}.lock",
+        output_path.file_name().unwrap().to_string_lossy()
+    ));
+
+    let mut r = Roff::new();
+
+    r.control("SH", ["EXIT STATUS"]);
+    item(
+        &mut r,
+        [bold(EXIT_OK.to_string())],
+        "Applied, or unchanged, however many candidates are down; also when another run holds \
+         the lock and is left to apply the change.",
+    );
+    item(
+        &mut r,
+        [bold(EXIT_FAILED.to_string())],
+        "Runtime failure (a check, the write, the reload or sudo failed). The previous include \
+         is in place or was restored; the next run retries.",
+    );
+    item(
+        &mut r,
+        [bold(EXIT_USAGE.to_string())],
+        "Bad config or usage. Nothing was touched.",
+    );
+
+    r.control("SH", ["CONFIGURATION"]);
+    paragraph(
+        &mut r,
+        [
+            roman("The config ("),
+            bold("--config"),
+            roman(format!(
+                ", default {config}) is JSON with // and /* */ comments, the format of the \
+                 Python nftables failover addon. Unknown keys are errors."
+            )),
+        ],
+    );
+    item(
+        &mut r,
+        [bold("failover"), roman("."), italic("NAME")],
+        "One variable. NAME must match [A-Za-z_][A-Za-z0-9_]* and is rendered as \
+         `define NAME_v4 = ...` and `define NAME_v6 = ...`, in config order.",
+    );
+    item(
+        &mut r,
+        [bold("ip4"), roman(", "), bold("ip6")],
+        "An address or a list of addresses of that family, most preferred first; at least one \
+         of the two. A family without addresses renders 0.0.0.0 or ::.",
+    );
+    item(
+        &mut r,
+        [bold("port")],
+        "The TCP port to check, 1-65535. Required.",
+    );
+    item(
+        &mut r,
+        [bold("values")],
+        "Optional; rendered instead of the address at the same index (e.g. fwmarks). As long \
+         as each address list; each a non-negative integer, a 0x hex integer, an IP address or \
+         a plain identifier.",
+    );
+    item(
+        &mut r,
+        [bold("settings.timeout_ms")],
+        "Optional connect timeout in milliseconds (default 2000); --timeout overrides it.",
+    );
+    paragraph(
+        &mut r,
+        [roman(
+            "Per variable and family the first candidate whose TCP connect succeeds is used \
+             (or its value); if none is up, the first one, with a warning.",
+        )],
+    );
+    r.control("PP", []);
+    r.control("EX", []);
+    r.text([roman(
+        "{\n  \"failover\": {\n    \"endpoint_filer\": {\n      \"ip4\": [\"192.168.87.100\", \
+         \"192.168.87.101\"],\n      \"port\": 443\n    },\n    \"mark_proxy\": {\n      \
+         \"ip4\": [\"192.168.132.2\", \"192.168.132.3\"],\n      \"port\": 3129,\n      \
+         \"values\": [200, 201]\n    }\n  },\n  \"settings\": {\"timeout_ms\": 1500}\n}",
+    )]);
+    r.control("EE", []);
+
+    r.control("SH", ["FILES"]);
+    item(&mut r, [bold(config.as_str())], "The config.");
+    item(
+        &mut r,
+        [bold(output.as_str())],
+        "The rendered include; replaced atomically (temporary file and rename in its \
+         directory), so the service user needs write access to that directory.",
+    );
+    item(
+        &mut r,
+        [bold(lock.display().to_string())],
+        "Lock file serialising runs that write the same include.",
+    );
+    item(
+        &mut r,
+        [bold(main_config.as_str())],
+        "The main nftables config, checked with nft -c -f before the reload. It must include \
+         the rendered file, e.g. include \"/etc/nftables.d/addons/*.nft\".",
+    );
+    item(
+        &mut r,
+        [bold("/run/nftables-failover/")],
+        "Staging directory (systemd RuntimeDirectory=, passed as $RUNTIME_DIRECTORY): \
+         main.nft and the candidate include for the staged check.",
+    );
+    item(
+        &mut r,
+        [bold("/var/lib/nftables-failover/")],
+        "State directory of the service (systemd StateDirectory=).",
+    );
+    item(
+        &mut r,
+        [bold("/etc/sudoers.d/nftables-failover")],
+        "Allows the service user exactly the three commands it runs through sudo -n: \
+         nft -c -f /run/nftables-failover/main.nft, nft -c -f /etc/nftables.conf and \
+         systemctl reload nftables.service.",
+    );
+    item(
+        &mut r,
+        [
+            bold("/usr/lib/systemd/system/nftables-failover.service"),
+            roman(", "),
+            bold(".timer"),
+        ],
+        "One run as user nftables-failover, every 5 seconds. Enable with systemctl enable \
+         --now nftables-failover.timer; logs: journalctl -u nftables-failover.",
+    );
+
+    r.control("SH", ["ENVIRONMENT"]);
+    item(
+        &mut r,
+        [bold("RUNTIME_DIRECTORY")],
+        "Default for --stage-dir; set by systemd from RuntimeDirectory=.",
+    );
+    item(
+        &mut r,
+        [bold("JOURNAL_STREAM")],
+        "When set (by systemd), log lines carry <N> syslog priority prefixes.",
+    );
+
+    r.control("SH", ["SEE ALSO"]);
+    r.text([
+        bold("nft"),
+        roman("(8), "),
+        bold("sudoers"),
+        roman("(5), "),
+        bold("systemd.timer"),
+        roman("(5), "),
+        bold("journalctl"),
+        roman("(1)"),
+    ]);
+    r
+}

@@ -1,0 +1,217 @@
+#!/usr/bin/env bash
+# The least-privilege path, end to end, with the shipped files: the package's postinst creates
+# the user and the addon directory, the shipped sudoers file is the only sudo rule, the mounts
+# the service unit makes are reproduced, and the binary runs as that user. Its reload really
+# applies the ruleset, through sudo, in this test's own network namespace.
+#
+# Run by tests/packaging.rs as root:
+#   unshare --mount --net --pid --fork --mount-proc --propagation private \
+#       bash tests/sudo_path.sh BINARY REPO
+# Everything it changes is private to those namespaces: /etc is a copy on a tmpfs (so the user
+# it creates never exists on the host), /run, /tmp and /var/lib are fresh tmpfs mounts, and the
+# ruleset lives in the new network namespace. As PID 1 of the new PID namespace, its exit kills
+# every process it started (the TCP listener), and the namespaces disappear with them.
+set -euo pipefail
+
+BIN=$1
+REPO=$2
+SVC_USER=nftables-failover
+PORT=8443
+# Every child is bounded; the whole script is bounded again by the Rust test.
+T=(timeout --kill-after=5 30)
+
+fail() {
+    echo "FAIL: $*" >&2
+    exit 1
+}
+step() { echo "--- $*" >&2; }
+
+# Mounting over /etc, /run and /var/lib must never happen in the host's namespaces.
+[ "$$" = 1 ] || fail "must run as PID 1 of a new PID and mount namespace (see tests/packaging.rs)"
+[ "$(id -u)" = 0 ] || fail "must run as root"
+
+step "private namespace: loopback, /tmp, /etc copy, /run, /var/lib"
+"${T[@]}" ip link set lo up
+mount -t tmpfs -o mode=1777 tmpfs /tmp
+W=/tmp/work
+mkdir -m 0755 "$W"
+cp -a /etc "$W/etc"
+mount --bind "$W/etc" /etc
+mount -t tmpfs -o mode=0755 tmpfs /run
+mount -t tmpfs -o mode=0755 tmpfs /var/lib
+mkdir -p /var/lib/dpkg
+# postinst consults dpkg-statoverride; give it the host's overrides, read-only copy.
+cp /var/lib/dpkg/statoverride /var/lib/dpkg/ 2>/dev/null || : >/var/lib/dpkg/statoverride
+# The binary must be executable by the service user; target/ may not be traversable for it.
+install -m 0755 "$BIN" "$W/nftables-failover"
+
+step "install as the package does: sudoers file (the only sudo rule), postinst, configs"
+find /etc/sudoers.d -mindepth 1 -delete
+install -o root -g root -m 0440 "$REPO/sudoers.d/nftables-failover" /etc/sudoers.d/
+"${T[@]}" visudo -c >/dev/null || fail "sudoers with the shipped file does not parse"
+# The sudoers rules name the real user, so the real postinst creates it (in the /etc copy).
+getent passwd "$SVC_USER" >/dev/null && fail "$SVC_USER already exists in the copied /etc"
+"${T[@]}" sh "$REPO/debian/postinst" configure
+getent passwd "$SVC_USER" >/dev/null || fail "postinst did not create user $SVC_USER"
+[ "$(stat -c '%U:%G %a' /etc/nftables.d/addons)" = "root:$SVC_USER 2775" ] ||
+    fail "postinst made /etc/nftables.d/addons $(stat -c '%U:%G %a' /etc/nftables.d/addons), expected root:$SVC_USER 2775"
+"${T[@]}" sh "$REPO/debian/postinst" configure || fail "postinst is not idempotent"
+
+# The shipped example main config, unchanged: it includes /etc/nftables.d/addons/*.nft and uses
+# $endpoint_filer_v4, $endpoint_filer_v6, $endpoint_print_v4 and $mark_proxy_v4.
+install -m 0644 "$REPO/etc/nftables.conf" /etc/nftables.conf
+cat >/etc/nftables.d/addons/failover.json <<EOF
+{
+  "failover": {
+    "endpoint_filer": {"ip4": ["127.0.0.1", "127.0.0.2"], "ip6": ["::1"], "port": $PORT},
+    "endpoint_print": {"ip4": ["127.0.0.2"], "port": $PORT},
+    "mark_proxy": {"ip4": ["127.0.0.3", "127.0.0.2"], "port": $PORT, "values": [200, 201]}
+  },
+  "settings": {"timeout_ms": 1000}
+}
+EOF
+chmod 0644 /etc/nftables.d/addons/failover.json
+
+# "systemctl reload nftables.service" must really load /etc/nftables.conf, in this namespace.
+cat >"$W/systemctl" <<'EOF'
+#!/bin/sh
+[ "$*" = "reload nftables.service" ] || { echo "test systemctl: unexpected arguments: $*" >&2; exit 1; }
+[ "$(id -u)" = 0 ] || { echo "test systemctl: not root" >&2; exit 1; }
+exec /usr/sbin/nft -f /etc/nftables.conf
+EOF
+chmod 0755 "$W/systemctl"
+[ -x /usr/bin/systemctl ] || fail "/usr/bin/systemctl is missing (install systemd); the sudoers rule names it"
+mount --bind "$W/systemctl" /usr/bin/systemctl
+
+step "the unit's sandbox: ProtectSystem=strict, ProtectHome, Runtime/StateDirectory"
+# RuntimeDirectory=nftables-failover, RuntimeDirectoryMode=0700; StateDirectory, mode 0750.
+install -d -o "$SVC_USER" -g "$SVC_USER" -m 0700 /run/nftables-failover
+install -d -o "$SVC_USER" -g "$SVC_USER" -m 0750 /var/lib/nftables-failover
+# ReadWritePaths= and the directories stay writable: bind them onto themselves first, so the
+# read-only remounts below do not reach them.
+for rw in /etc/nftables.d/addons /run/nftables-failover /var/lib/nftables-failover; do
+    mount --bind "$rw" "$rw"
+done
+# ProtectHome=yes: inaccessible.
+for home in /home /root; do
+    if [ -d "$home" ]; then
+        mount -t tmpfs -o ro,mode=000 tmpfs "$home"
+    fi
+done
+# ProtectSystem=strict: everything else read-only (bind remounts change only this
+# namespace's mounts, never the file system). /run/sudo stays read-only on purpose: the unit
+# does not make it writable, so sudo must work without writing there.
+for ro in / /etc /run /var/lib /usr/bin/systemctl; do
+    mount -o remount,bind,ro "$ro"
+done
+touch /etc/nftables.d/probe 2>/dev/null && fail "/etc/nftables.d is writable; the sandbox is not in place"
+touch /run/sudo-probe 2>/dev/null && fail "/run is writable; the sandbox is not in place"
+
+step "a TCP listener on 127.0.0.2:$PORT only"
+python3 -c '
+import socket, sys
+s = socket.socket()
+s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind(("127.0.0.2", int(sys.argv[1])))
+s.listen(64)
+while True:
+    s.accept()[0].close()
+' "$PORT" &
+"${T[@]}" bash -c "until (exec 3<>/dev/tcp/127.0.0.2/$PORT) 2>/dev/null; do sleep 0.05; done" ||
+    fail "the listener did not come up"
+
+# Runs a command as the service user, as systemd would: no supplementary groups but its own,
+# a clean environment with RUNTIME_DIRECTORY. Output goes to $W/out and $W/err.
+as_user() {
+    local rc=0
+    "${T[@]}" setpriv --reuid="$SVC_USER" --regid="$SVC_USER" --init-groups "${PRIV[@]}" \
+        env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin RUNTIME_DIRECTORY=/run/nftables-failover \
+        "$@" >"$W/out" 2>"$W/err" || rc=$?
+    return $rc
+}
+PRIV=()
+show() { sed 's/^/    /' "$W/err" "$W/out" >&2; }
+
+step "run as $SVC_USER: checks, staged check, write, main check and reload via sudo"
+rc=0
+as_user "$W/nftables-failover" -v || rc=$?
+show
+[ $rc = 0 ] || fail "the run as $SVC_USER exited $rc, expected 0"
+grep -q "running: .*sudo -n /usr/sbin/nft -c -f /run/nftables-failover/main.nft" "$W/err" ||
+    fail "the staged check did not go through sudo with the fixed path"
+grep -q "running: .*sudo -n /usr/bin/systemctl reload nftables.service" "$W/err" ||
+    fail "the reload did not go through sudo"
+grep -q "applied and nftables reloaded" "$W/err" || fail "no 'applied' log line"
+for define in "endpoint_filer_v4 = 127.0.0.2" "endpoint_print_v4 = 127.0.0.2" "mark_proxy_v4 = 201"; do
+    grep -qx "define $define" /etc/nftables.d/addons/failover.nft ||
+        fail "the include lacks 'define $define'"
+done
+[ "$(stat -c %U /etc/nftables.d/addons/failover.nft)" = "$SVC_USER" ] || fail "include not written by $SVC_USER"
+ruleset=$("${T[@]}" nft list ruleset)
+echo "$ruleset" | grep -q "ip daddr 127.0.0.2 tcp dport 443 accept" ||
+    fail "the reload did not apply the selected address; ruleset:
+$ruleset"
+echo "$ruleset" | grep -q "meta mark set 0x000000c9" ||
+    fail "the reload did not apply the selected mark value 201; ruleset:
+$ruleset"
+
+step "second run: unchanged, no sudo at all"
+as_user "$W/nftables-failover" -v || { show; fail "the unchanged run failed"; }
+grep -q "unchanged" "$W/err" || { show; fail "second run did not report 'unchanged'"; }
+grep -q "sudo" "$W/err" && { show; fail "an unchanged run must not run sudo"; }
+
+step "sudo allows the user exactly the three command lines"
+as_user sudo -n /usr/sbin/nft -c -f /etc/nftables.conf || { show; fail "positive control: the allowed check was refused"; }
+refused() {
+    if as_user sudo -n "$@"; then
+        show
+        fail "sudo allowed $SVC_USER to run: $*"
+    fi
+    grep -Eq "^sudo: (a password is required|sorry, user .* is not allowed to execute)" "$W/err" || {
+        show
+        fail "'$*' failed, but not because sudo refused it"
+    }
+    grep -q "Error:" "$W/err" && fail "nft ran for: $*"
+    return 0
+}
+refused /usr/sbin/nft list ruleset
+refused /usr/sbin/nft -c -f /etc/shadow
+refused /usr/sbin/nft -cf /etc/nftables.conf
+refused /usr/sbin/nft -c -f /etc/nftables.conf -f /etc/shadow
+refused /usr/sbin/nft -f /etc/nftables.conf
+refused /usr/bin/systemctl restart nftables.service
+refused /bin/sh -c id
+
+step "NoNewPrivileges (implied by RestrictAddressFamilies= etc.) would break sudo"
+PRIV=(--no-new-privs)
+if as_user sudo -n /usr/sbin/nft -c -f /etc/nftables.conf; then
+    fail "sudo worked under no_new_privs; the unit comments claim otherwise"
+fi
+grep -q "no new privileges" "$W/err" || { show; fail "unexpected sudo failure under no_new_privs"; }
+PRIV=()
+
+step "without the sudoers rule: exit 1, 'hint: sudo refused', nothing installed"
+rm /etc/nftables.d/addons/failover.nft
+mount -t tmpfs -o ro,mode=0755 tmpfs /etc/sudoers.d
+rc=0
+as_user "$W/nftables-failover" || rc=$?
+show
+[ $rc = 1 ] || fail "the run without sudo rules exited $rc, expected 1"
+grep -q "hint: sudo refused" "$W/err" || fail "no 'hint: sudo refused' in the error"
+[ -e /etc/nftables.d/addons/failover.nft ] && fail "the include was installed although its check was refused"
+umount /etc/sudoers.d
+
+step "postrm purge: user, group and state removed, leftovers handed to root"
+for rw in / /etc /run /var/lib; do
+    mount -o remount,bind,rw "$rw"
+done
+umount /var/lib/nftables-failover
+"${T[@]}" sh "$REPO/debian/postrm" purge
+getent passwd "$SVC_USER" >/dev/null && fail "postrm purge left user $SVC_USER"
+getent group "$SVC_USER" >/dev/null && fail "postrm purge left group $SVC_USER"
+[ -e /var/lib/nftables-failover ] && fail "postrm purge left /var/lib/nftables-failover"
+[ -e /etc/nftables.d/addons/failover.json ] || fail "postrm purge removed the admin's config"
+leftover=$(find /etc/nftables.d/addons -nouser -o -nogroup)
+[ -z "$leftover" ] || fail "files with a dangling owner after purge: $leftover"
+
+echo "sudo_path: ALL OK"
