@@ -135,6 +135,17 @@ fn extra_sections(cmd: &Command) -> Roff {
         [bold(EXIT_USAGE.to_string())],
         "Bad config or usage. Nothing was touched.",
     );
+    paragraph(
+        &mut r,
+        [
+            bold("status"),
+            roman(
+                " exits like a monitoring plugin: 0 OK (every define on its preferred candidate), \
+                 1 WARNING (some define failed over), 2 CRITICAL (some define has no healthy \
+                 candidate), 3 UNKNOWN (config or state unreadable, or no state yet).",
+            ),
+        ],
+    );
 
     r.control("SH", ["CONFIGURATION"]);
     paragraph(
@@ -174,8 +185,15 @@ fn extra_sections(cmd: &Command) -> Roff {
     );
     item(
         &mut r,
-        [bold("settings.timeout_ms")],
-        "Optional connect timeout in milliseconds (default 2000); --timeout overrides it.",
+        [bold("settings")],
+        "Optional, for all variables; each key may also be set inside a variable to override \
+         it there. timeout_ms: connect timeout (default 2000; --timeout overrides it). fall, \
+         rise: consecutive failed/successful checks before a candidate counts as down/up \
+         (default 1). preempt: move back to a better candidate once it is up again (default \
+         true). preempt_delay_s: how long it must have been up first (default 0). all_down: \
+         \"first\" (default), \"keep\" or \"fallback\", what to render when no candidate is \
+         up. fallback: {\"ip4\": ADDRESS, \"ip6\": ADDRESS}, or one value for variables with \
+         values.",
     );
     paragraph(
         &mut r,
@@ -221,8 +239,9 @@ fn extra_sections(cmd: &Command) -> Roff {
     );
     item(
         &mut r,
-        [bold("/var/lib/nftables-failover/")],
-        "State directory of the service (systemd StateDirectory=).",
+        [bold("/var/lib/nftables-failover/state.json")],
+        "State (--state): counters, last results, the rendered choices and the hash of the \
+         last applied include. Missing or corrupt means no history, never a failed run.",
     );
     item(
         &mut r,

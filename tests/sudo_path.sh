@@ -155,6 +155,10 @@ echo "$ruleset" | grep -q "meta mark set 0x000000c9" ||
     fail "the reload did not apply the selected mark value 201; ruleset:
 $ruleset"
 
+[ "$(stat -c %U /var/lib/nftables-failover/state.json 2>/dev/null)" = "$SVC_USER" ] ||
+    fail "the state file was not written to the StateDirectory by $SVC_USER"
+grep -q "ignoring the state file\|cannot save state" "$W/err" && { show; fail "state trouble in the first run"; }
+
 step "second run: unchanged, no sudo at all"
 as_user "$W/nftables-failover" -v || { show; fail "the unchanged run failed"; }
 grep -q "unchanged" "$W/err" || { show; fail "second run did not report 'unchanged'"; }
