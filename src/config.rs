@@ -679,6 +679,17 @@ mod tests {
         p.into_iter().next().unwrap()
     }
 
+    /// Each variable body must give exactly one problem containing the expected text.
+    fn assert_each_refused(cases: &[(&str, &str)]) {
+        for (body, expected) in cases {
+            let p = one_problem(&var(body));
+            assert!(
+                p.contains(expected),
+                "{body}\n  got: {p}\n  want: {expected}"
+            );
+        }
+    }
+
     fn var(body: &str) -> String {
         format!(r#"{{"failover": {{"v": {body}}}}}"#)
     }
@@ -792,13 +803,7 @@ mod tests {
             ),
             (r#"["1.2.3.4"]"#, "failover.v: expected an object"),
         ];
-        for (body, expected) in cases {
-            let p = one_problem(&var(body));
-            assert!(
-                p.contains(expected),
-                "{body}\n  got: {p}\n  want: {expected}"
-            );
-        }
+        assert_each_refused(&cases);
     }
 
     #[test]
@@ -886,13 +891,7 @@ mod tests {
                 "failover.v.fallback: expected",
             ),
         ];
-        for (body, expected) in cases {
-            let p = one_problem(&var(body));
-            assert!(
-                p.contains(expected),
-                "{body}\n  got: {p}\n  want: {expected}"
-            );
-        }
+        assert_each_refused(&cases);
     }
 
     #[test]

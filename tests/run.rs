@@ -9,6 +9,18 @@ use std::time::{Duration, Instant};
 
 const PORT: u16 = 8443;
 
+/// An include as a previous run left it, with the first candidate selected.
+const OLD: &str = "# Auto-Generated config - DO NOT EDIT MANUALLY!\n\ndefine web_v4 = 127.0.0.1\ndefine web_v6 = ::\n";
+
+/// A fixture with one variable `web`: 127.0.0.1, then 127.0.0.2.
+fn web_fixture() -> Fixture {
+    let f = Fixture::new();
+    f.write_config(&format!(
+        r#"{{"failover": {{"web": {{"ip4": ["127.0.0.1", "127.0.0.2"], "port": {PORT}}}}}}}"#
+    ));
+    f
+}
+
 fn config_three_vars() -> String {
     format!(
         r#"{{"failover": {{
@@ -91,10 +103,7 @@ fn end_to_end_failover_reaches_the_live_ruleset_and_unchanged_runs_invoke_no_nft
     in_netns(|| {
         let primary = listen("127.0.0.1", PORT);
         let _backup = listen("127.0.0.2", PORT);
-        let f = Fixture::new();
-        f.write_config(&format!(
-            r#"{{"failover": {{"web": {{"ip4": ["127.0.0.1", "127.0.0.2"], "port": {PORT}}}}}}}"#
-        ));
+        let f = web_fixture();
         f.write_main("  ip daddr $web_v4 tcp dport 8443 counter accept");
 
         assert_exit(&f.run(&[]), 0);
@@ -135,13 +144,10 @@ fn end_to_end_failover_reaches_the_live_ruleset_and_unchanged_runs_invoke_no_nft
 fn staged_check_failure_leaves_the_include_untouched() {
     in_netns(|| {
         let _up = listen("127.0.0.2", PORT);
-        let f = Fixture::new();
-        f.write_config(&format!(
-            r#"{{"failover": {{"web": {{"ip4": ["127.0.0.1", "127.0.0.2"], "port": {PORT}}}}}}}"#
-        ));
+        let f = web_fixture();
         f.write_main("");
-        let old = "# Auto-Generated config - DO NOT EDIT MANUALLY!\n\ndefine web_v4 = 127.0.0.1\ndefine web_v6 = ::\n";
-        fs::write(&f.output, old).unwrap();
+        fs::write(&f.output, OLD).unwrap();
+
         // A main-config part that references a variable nothing defines.
         fs::write(
             f.base_dir.join("rules.nft"),
@@ -158,7 +164,7 @@ fn staged_check_failure_leaves_the_include_untouched() {
             "nft's own error must be passed through:\n{log}"
         );
         assert!(log.contains("the new include was not installed"), "{log}");
-        assert_eq!(f.output_text().as_deref(), Some(old));
+        assert_eq!(f.output_text().as_deref(), Some(OLD));
         assert_eq!(f.nft_calls().len(), 1, "{:?}", f.nft_calls());
     });
 }
@@ -167,13 +173,10 @@ fn staged_check_failure_leaves_the_include_untouched() {
 fn main_config_check_failure_restores_the_previous_include() {
     in_netns(|| {
         let _up = listen("127.0.0.2", PORT);
-        let f = Fixture::new();
-        f.write_config(&format!(
-            r#"{{"failover": {{"web": {{"ip4": ["127.0.0.1", "127.0.0.2"], "port": {PORT}}}}}}}"#
-        ));
+        let f = web_fixture();
         f.write_main("  ip daddr $web_v4 accept\n  ip daddr $undefined_v4 accept");
-        let old = "# Auto-Generated config - DO NOT EDIT MANUALLY!\n\ndefine web_v4 = 127.0.0.1\ndefine web_v6 = ::\n";
-        fs::write(&f.output, old).unwrap();
+        fs::write(&f.output, OLD).unwrap();
+
         fs::set_permissions(
             &f.output,
             std::os::unix::fs::PermissionsExt::from_mode(0o644),
@@ -185,7 +188,7 @@ fn main_config_check_failure_restores_the_previous_include() {
         let log = stderr(&out);
         assert!(log.contains("check of the main config failed"), "{log}");
         assert!(log.contains("restored the previous"), "{log}");
-        assert_eq!(f.output_text().as_deref(), Some(old));
+        assert_eq!(f.output_text().as_deref(), Some(OLD));
         use std::os::unix::fs::PermissionsExt;
         assert_eq!(
             fs::metadata(&f.output).unwrap().permissions().mode() & 0o777,
@@ -212,13 +215,9 @@ fn first_apply_that_fails_removes_the_new_include() {
 fn failed_reload_restores_and_the_next_run_retries() {
     in_netns(|| {
         let _up = listen("127.0.0.2", PORT);
-        let f = Fixture::new();
-        f.write_config(&format!(
-            r#"{{"failover": {{"web": {{"ip4": ["127.0.0.1", "127.0.0.2"], "port": {PORT}}}}}}}"#
-        ));
+        let f = web_fixture();
         f.write_main("  ip daddr $web_v4 accept");
-        let old = "# Auto-Generated config - DO NOT EDIT MANUALLY!\n\ndefine web_v4 = 127.0.0.1\ndefine web_v6 = ::\n";
-        fs::write(&f.output, old).unwrap();
+        fs::write(&f.output, OLD).unwrap();
 
         let out = f.run_with_reload("false", &[]);
         assert_exit(&out, 1);
@@ -228,7 +227,7 @@ fn failed_reload_restores_and_the_next_run_retries() {
             "{log}"
         );
         assert!(log.contains("the next run retries"), "{log}");
-        assert_eq!(f.output_text().as_deref(), Some(old));
+        assert_eq!(f.output_text().as_deref(), Some(OLD));
 
         let out = f.run(&[]);
         assert_exit(&out, 0);
@@ -249,8 +248,8 @@ fn bad_configs_exit_2_and_touch_nothing() {
     in_netns(|| {
         let f = Fixture::new();
         f.write_main("");
-        let old = "# Auto-Generated config - DO NOT EDIT MANUALLY!\n\ndefine web_v4 = 127.0.0.1\ndefine web_v6 = ::\n";
-        fs::write(&f.output, old).unwrap();
+        fs::write(&f.output, OLD).unwrap();
+
         for (config, expected) in [
             (
                 "{\"failover\": {\"web\": {\"ip4\": \"127.0.0.1\", \"port\": 1,}}}",
@@ -281,7 +280,7 @@ fn bad_configs_exit_2_and_touch_nothing() {
             stderr(&out)
         );
 
-        assert_eq!(f.output_text().as_deref(), Some(old));
+        assert_eq!(f.output_text().as_deref(), Some(OLD));
         assert!(f.nft_calls().is_empty());
         assert_eq!(ruleset().trim(), "", "nothing may have been loaded");
     });
@@ -291,10 +290,7 @@ fn bad_configs_exit_2_and_touch_nothing() {
 fn two_concurrent_runs_give_one_consistent_result() {
     in_netns(|| {
         let _up = listen("127.0.0.2", PORT);
-        let f = Fixture::new();
-        f.write_config(&format!(
-            r#"{{"failover": {{"web": {{"ip4": ["127.0.0.1", "127.0.0.2"], "port": {PORT}}}}}}}"#
-        ));
+        let f = web_fixture();
         f.write_main("  ip daddr $web_v4 accept");
         let f = std::sync::Arc::new(f);
         let runs: Vec<_> = (0..2)
@@ -325,10 +321,7 @@ fn two_concurrent_runs_give_one_consistent_result() {
 fn dry_run_prints_the_include_and_writes_nothing() {
     in_netns(|| {
         let _up = listen("127.0.0.2", PORT);
-        let f = Fixture::new();
-        f.write_config(&format!(
-            r#"{{"failover": {{"web": {{"ip4": ["127.0.0.1", "127.0.0.2"], "port": {PORT}}}}}}}"#
-        ));
+        let f = web_fixture();
         let out = f.run(&["--dry-run"]);
         assert_exit(&out, 0);
         assert_eq!(
