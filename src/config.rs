@@ -5,6 +5,7 @@
 //! are integers, addresses or identifiers, so no config can inject nft syntax.
 
 use crate::jsonc::{self, Json};
+use std::collections::{HashMap, HashSet};
 use std::fmt;
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
@@ -304,8 +305,9 @@ fn validate(tree: &Json, problems: &mut Vec<String>) -> Option<Config> {
     }
     report_duplicates(entries, "failover", problems);
     let mut variables = Vec::new();
-    for (i, (name, body)) in entries.iter().enumerate() {
-        if entries[..i].iter().any(|(n, _)| n == name) {
+    let mut seen = HashSet::with_capacity(entries.len());
+    for (name, body) in entries {
+        if !seen.insert(name.as_str()) {
             continue; // reported as duplicate above
         }
         if let Some(v) = validate_variable(name, body, &settings, problems) {
@@ -652,9 +654,14 @@ fn lookup<'a>(entries: &'a [(String, Json)], key: &str) -> Option<&'a Json> {
 }
 
 fn report_duplicates(entries: &[(String, Json)], at: &str, problems: &mut Vec<String>) {
-    for (i, (key, _)) in entries.iter().enumerate() {
-        let first = entries.iter().position(|(k, _)| k == key) == Some(i);
-        if first && entries[i + 1..].iter().any(|(k, _)| k == key) {
+    // Counted, not compared pairwise: a config may have thousands of variables.
+    let mut count: HashMap<&str, usize> = HashMap::with_capacity(entries.len());
+    for (key, _) in entries {
+        *count.entry(key).or_default() += 1;
+    }
+    // Once per key, in order of first occurrence.
+    for (key, _) in entries {
+        if count.remove(key.as_str()).is_some_and(|n| n > 1) {
             problems.push(format!(
                 "{at}: duplicate key {key:?}; JSON objects take each key once"
             ));
