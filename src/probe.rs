@@ -142,9 +142,13 @@ pub async fn check(addr: SocketAddr, timeout: Duration) -> Health {
 async fn check_until(addr: SocketAddr, until: Instant, timeout: Duration) -> Health {
     let start = Instant::now();
     match tokio::time::timeout_at(until.into(), TcpStream::connect(addr)).await {
-        Ok(Ok(_stream)) => Health::Up {
-            latency: start.elapsed(),
-        },
+        Ok(Ok(stream)) => {
+            let latency = start.elapsed();
+            // Close with RST, as HAProxy does for its checks: no FIN handshake and no TIME_WAIT
+            // entry per check on the router, which a check every few seconds would pile up.
+            let _ = stream.set_zero_linger();
+            Health::Up { latency }
+        }
         Ok(Err(e)) if e.kind() == ErrorKind::ConnectionRefused => Health::Down(DownReason::Refused),
         Ok(Err(e)) => Health::Down(DownReason::Error(describe_io_error(&e))),
         Err(_) => Health::Down(DownReason::Timeout(timeout)),
@@ -188,6 +192,17 @@ mod tests {
             rt.block_on(check(closed, Duration::from_secs(2))),
             Health::Down(DownReason::Refused)
         );
+    }
+
+    #[test]
+    fn an_up_check_closes_with_a_reset_leaving_no_time_wait() {
+        use std::io::Read;
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        assert!(runtime().block_on(check(addr, Duration::from_secs(2))).is_up());
+        let (mut conn, _) = listener.accept().unwrap();
+        let err = conn.read(&mut [0; 8]).unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::ConnectionReset);
     }
 
     #[test]

@@ -117,7 +117,8 @@ pub fn save(path: &Path, state: &State) -> anyhow::Result<()> {
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
         std::fs::create_dir_all(dir)?;
     }
-    let mut text = serde_json::to_vec_pretty(state)?;
+    // Compact: it is rewritten every run, and `status` is the human-readable view.
+    let mut text = serde_json::to_vec(state)?;
     text.push(b'\n');
     crate::apply::write_atomically(path, &text, false)
 }
