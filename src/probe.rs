@@ -199,7 +199,11 @@ mod tests {
         use std::io::Read;
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = listener.local_addr().unwrap();
-        assert!(runtime().block_on(check(addr, Duration::from_secs(2))).is_up());
+        assert!(
+            runtime()
+                .block_on(check(addr, Duration::from_secs(2)))
+                .is_up()
+        );
         let (mut conn, _) = listener.accept().unwrap();
         let err = conn.read(&mut [0; 8]).unwrap_err();
         assert_eq!(err.kind(), ErrorKind::ConnectionReset);

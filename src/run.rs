@@ -244,7 +244,7 @@ fn log_results(config: &Config, eval: &Evaluation) {
         }
         if c.all_down() {
             log::warn(&format!(
-                "{define}: no candidate is up; {}",
+                "{define}: {}",
                 status::reason_text(config, c, &eval.state)
             ));
         }

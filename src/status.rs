@@ -205,7 +205,9 @@ pub fn reason_text(config: &Config, c: &Choice, state: &State) -> String {
             "preempt delay: {} is up again, {left_s} s left",
             addr(*better)
         ),
-        Reason::AllDown(AllDown::First) => "all down: using the first candidate".into(),
+        Reason::AllDown(AllDown::First) => {
+            format!("all down: using the first candidate ({})", c.rendered)
+        }
         Reason::AllDown(AllDown::Keep) => {
             let kept = state
                 .variables
