@@ -32,6 +32,14 @@ step() { echo "--- $*" >&2; }
 
 step "private namespace: loopback, /tmp, /etc copy, /run, /var/lib"
 "${T[@]}" ip link set lo up
+# The repository (and so the binary) may live under /tmp, which is replaced below: first copy
+# what this script uses onto a tmpfs of this namespace's own.
+mount -t tmpfs -o mode=0755 tmpfs /mnt
+install -m 0755 "$BIN" /mnt/nftables-failover
+mkdir /mnt/repo
+cp -a "$REPO/sudoers.d" "$REPO/debian" "$REPO/etc" /mnt/repo/
+BIN=/mnt/nftables-failover
+REPO=/mnt/repo
 mount -t tmpfs -o mode=1777 tmpfs /tmp
 W=/tmp/work
 mkdir -m 0755 "$W"
