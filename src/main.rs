@@ -1,6 +1,13 @@
 use clap::Parser;
-use nftables_failover::{cli::Cli, run};
+use nftables_failover::cli::{Cli, Command};
+use nftables_failover::{log, run, status};
+use std::process::ExitCode;
 
-fn main() -> std::process::ExitCode {
-    run::main(Cli::parse())
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    log::set_verbosity(cli.quiet, cli.verbose);
+    ExitCode::from(match &cli.command {
+        Some(Command::Status(args)) => status::main(&cli, args),
+        None => run::run(&cli),
+    })
 }

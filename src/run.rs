@@ -1,14 +1,14 @@
 //! One run: load, check, count, select, render, and apply only if the include changed.
 
 use crate::apply::{self, Plan};
-use crate::cli::{Cli, Command};
+use crate::cli::Cli;
 use crate::command::{self, Runner};
 use crate::config::{self, Config};
-use crate::select::{self, Choice, Results};
+use crate::evaluate::{self, Evaluation, candidate, evaluate};
+use crate::select::{Choice, Results};
 use crate::state::{self, State};
-use crate::{log, probe, render, status};
-use std::process::ExitCode;
-use std::time::{Duration, Instant, SystemTime};
+use crate::{files, log, render};
+use std::time::{Duration, Instant};
 
 /// Exit codes: the contract with systemd and admins' scripts.
 pub const EXIT_OK: u8 = 0;
@@ -18,56 +18,7 @@ pub const EXIT_USAGE: u8 = 2;
 /// How long a run waits for another run holding the lock before giving way to it.
 const LOCK_WAIT: Duration = Duration::from_secs(10);
 
-pub fn main(cli: Cli) -> ExitCode {
-    log::set_verbosity(cli.quiet, cli.verbose);
-    ExitCode::from(match &cli.command {
-        Some(Command::Status(args)) => status::main(&cli, args),
-        None => run(&cli),
-    })
-}
-
-/// What one evaluation of the config produced: this run's choices and the state to keep.
-pub struct Evaluation {
-    pub results: Results,
-    pub choices: Vec<Choice>,
-    pub state: State,
-    /// The include's text as rendered from `choices`.
-    pub text: String,
-}
-
-/// Checks (if `probe`), counts the results into `previous` and picks. `live` is the include
-/// on disk. Shared by the timer run and `status`.
-pub fn evaluate(
-    config: &Config,
-    previous: &State,
-    live: Option<&[u8]>,
-    probe: bool,
-    timeout: Option<Duration>,
-) -> std::io::Result<Evaluation> {
-    let results = if probe {
-        check(config, timeout)?
-    } else {
-        select::empty_results(config)
-    };
-    let live_text = live.map(String::from_utf8_lossy).unwrap_or_default();
-    let (choices, mut state) = select::decide(
-        config,
-        &results,
-        previous,
-        &render::parse_defines(&live_text),
-        unix_now(),
-    );
-    state.applied_md5 = previous.applied_md5.clone();
-    let text = render::include(config, &choices);
-    Ok(Evaluation {
-        results,
-        choices,
-        state,
-        text,
-    })
-}
-
-fn run(cli: &Cli) -> u8 {
+pub fn run(cli: &Cli) -> u8 {
     let started = Instant::now();
     let config = match config::load(&cli.config) {
         Ok(c) => c,
@@ -90,7 +41,7 @@ fn run(cli: &Cli) -> u8 {
     let _lock = if cli.dry_run {
         None
     } else {
-        match apply::lock(&cli.output, LOCK_WAIT) {
+        match files::lock(&cli.output, LOCK_WAIT) {
             Ok(Some(lock)) => Some(lock),
             Ok(None) => {
                 log::info("another run is still going; leaving this one to it");
@@ -190,21 +141,6 @@ fn save_state(cli: &Cli, state: &State) {
     }
 }
 
-pub fn unix_now() -> u64 {
-    SystemTime::now()
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
-}
-
-fn check(config: &Config, timeout: Option<Duration>) -> std::io::Result<Results> {
-    let in_flight = probe::raise_fd_limit();
-    // One thread is plenty: the work is waiting on sockets, and it keeps the run cheap.
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?;
-    Ok(runtime.block_on(probe::check_all(config, timeout, in_flight)))
-}
-
 fn dry_run(cli: &Cli, text: &str, live: Option<&[u8]>) -> u8 {
     print!("{text}");
     let differs = live != Some(text.as_bytes());
@@ -218,13 +154,6 @@ fn dry_run(cli: &Cli, text: &str, live: Option<&[u8]>) -> u8 {
         }
     ));
     EXIT_OK
-}
-
-/// The address and port of a candidate, as it appears in log lines.
-pub fn candidate(config: &Config, choice: &Choice, index: usize) -> String {
-    let var = &config.variables[choice.variable];
-    let ip = var.addrs(choice.family)[index];
-    std::net::SocketAddr::new(ip, var.port).to_string()
 }
 
 fn log_results(config: &Config, eval: &Evaluation) {
@@ -245,7 +174,7 @@ fn log_results(config: &Config, eval: &Evaluation) {
         if c.all_down() {
             log::warn(&format!(
                 "{define}: {}",
-                status::reason_text(config, c, &eval.state)
+                evaluate::reason_text(config, c, &eval.state)
             ));
         }
     }
@@ -281,7 +210,7 @@ fn log_changes(config: &Config, results: &Results, choices: &[Choice], previous:
         let why = match (&c.reason, down.is_empty()) {
             (None, _) => "no addresses configured".to_string(),
             (_, false) => down.join(", "),
-            (Some(_), true) => crate::status::reason_text(config, c, &State::default()).to_string(),
+            (Some(_), true) => evaluate::reason_text(config, c, &State::default()).to_string(),
         };
         log::info(&format!("{define}: {before} -> {} ({why})", c.rendered));
     }

@@ -120,7 +120,7 @@ pub fn save(path: &Path, state: &State) -> anyhow::Result<()> {
     // Compact: it is rewritten every run, and `status` is the human-readable view.
     let mut text = serde_json::to_vec(state)?;
     text.push(b'\n');
-    crate::apply::write_atomically(path, &text, false)
+    crate::files::write_atomically(path, &text, false)
 }
 
 #[cfg(test)]

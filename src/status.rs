@@ -2,9 +2,8 @@
 //! monitoring (monitoring-plugin exit codes, stable JSON).
 
 use crate::cli::{Cli, StatusArgs};
-use crate::config::{self, AllDown, Config};
-use crate::policy::Reason;
-use crate::run::{self, unix_now};
+use crate::config::{self, Config};
+use crate::evaluate::{self, reason_text, unix_now};
 use crate::select::Choice;
 use crate::state::{self, LoadProblem, State};
 use serde::Serialize;
@@ -95,7 +94,7 @@ fn build(cli: &Cli, args: &StatusArgs) -> Result<Report, String> {
         }
     };
     let live = std::fs::read(&cli.output).ok();
-    let eval = run::evaluate(&config, &previous, live.as_deref(), args.check, cli.timeout)
+    let eval = evaluate::evaluate(&config, &previous, live.as_deref(), args.check, cli.timeout)
         .map_err(|e| format!("cannot run the checks: {e}"))?;
     Ok(report(&config, &eval.choices, &eval.state, args.check))
 }
@@ -181,44 +180,6 @@ pub fn report(config: &Config, choices: &[Choice], state: &State, checked_now: b
         summary,
         checked_now,
         defines,
-    }
-}
-
-/// Why a choice was made, in words: "preferred candidate 10.0.0.1 down 3/3", …
-pub fn reason_text(config: &Config, c: &Choice, state: &State) -> String {
-    let var = &config.variables[c.variable];
-    let addr = |i: usize| run::candidate(config, c, i);
-    let Some(reason) = &c.reason else {
-        return "no addresses configured".into();
-    };
-    match reason {
-        Reason::Preferred => "preferred candidate up".into(),
-        Reason::FailedOver => {
-            let fall = var.policy.fall;
-            format!("preferred candidate {} down {fall}/{fall}", addr(0))
-        }
-        Reason::PreemptOff { better } => format!(
-            "preempt off: staying here although {} is up again",
-            addr(*better)
-        ),
-        Reason::PreemptDelay { better, left_s } => format!(
-            "preempt delay: {} is up again, {left_s} s left",
-            addr(*better)
-        ),
-        Reason::AllDown(AllDown::First) => {
-            format!("all down: using the first candidate ({})", c.rendered)
-        }
-        Reason::AllDown(AllDown::Keep) => {
-            let kept = state
-                .variables
-                .get(&var.name)
-                .and_then(|v| v.family(c.family).rendered.clone())
-                .unwrap_or_else(|| c.rendered.clone());
-            format!("all down: keeping previous ({kept})")
-        }
-        Reason::AllDown(AllDown::Fallback) => {
-            format!("all down: rendering the fallback ({})", c.rendered)
-        }
     }
 }
 

@@ -1,0 +1,110 @@
+//! One evaluation of the config, shared by the timer run and `status`: check (or not), count
+//! the results into the previous state, pick, render; plus the words that explain a pick.
+
+use crate::config::{AllDown, Config};
+use crate::policy::Reason;
+use crate::select::{self, Choice, Results};
+use crate::state::State;
+use crate::{probe, render};
+use std::time::{Duration, SystemTime};
+
+/// What one evaluation of the config produced: this run's choices and the state to keep.
+pub struct Evaluation {
+    pub results: Results,
+    pub choices: Vec<Choice>,
+    pub state: State,
+    /// The include's text as rendered from `choices`.
+    pub text: String,
+}
+
+/// Checks (if `probe`), counts the results into `previous` and picks. `live` is the include
+/// on disk.
+pub fn evaluate(
+    config: &Config,
+    previous: &State,
+    live: Option<&[u8]>,
+    probe: bool,
+    timeout: Option<Duration>,
+) -> std::io::Result<Evaluation> {
+    let results = if probe {
+        check(config, timeout)?
+    } else {
+        select::empty_results(config)
+    };
+    let live_text = live.map(String::from_utf8_lossy).unwrap_or_default();
+    let (choices, mut state) = select::decide(
+        config,
+        &results,
+        previous,
+        &render::parse_defines(&live_text),
+        unix_now(),
+    );
+    state.applied_md5 = previous.applied_md5.clone();
+    let text = render::include(config, &choices);
+    Ok(Evaluation {
+        results,
+        choices,
+        state,
+        text,
+    })
+}
+
+pub fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+fn check(config: &Config, timeout: Option<Duration>) -> std::io::Result<Results> {
+    let in_flight = probe::raise_fd_limit();
+    // One thread is plenty: the work is waiting on sockets, and it keeps the run cheap.
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    Ok(runtime.block_on(probe::check_all(config, timeout, in_flight)))
+}
+
+/// The address and port of a candidate, as it appears in log lines.
+pub fn candidate(config: &Config, choice: &Choice, index: usize) -> String {
+    let var = &config.variables[choice.variable];
+    let ip = var.addrs(choice.family)[index];
+    std::net::SocketAddr::new(ip, var.port).to_string()
+}
+
+/// Why a choice was made, in words: "preferred candidate 10.0.0.1 down 3/3", …
+pub fn reason_text(config: &Config, c: &Choice, state: &State) -> String {
+    let var = &config.variables[c.variable];
+    let addr = |i: usize| candidate(config, c, i);
+    let Some(reason) = &c.reason else {
+        return "no addresses configured".into();
+    };
+    match reason {
+        Reason::Preferred => "preferred candidate up".into(),
+        Reason::FailedOver => {
+            let fall = var.policy.fall;
+            format!("preferred candidate {} down {fall}/{fall}", addr(0))
+        }
+        Reason::PreemptOff { better } => format!(
+            "preempt off: staying here although {} is up again",
+            addr(*better)
+        ),
+        Reason::PreemptDelay { better, left_s } => format!(
+            "preempt delay: {} is up again, {left_s} s left",
+            addr(*better)
+        ),
+        Reason::AllDown(AllDown::First) => {
+            format!("all down: using the first candidate ({})", c.rendered)
+        }
+        Reason::AllDown(AllDown::Keep) => {
+            let kept = state
+                .variables
+                .get(&var.name)
+                .and_then(|v| v.family(c.family).rendered.clone())
+                .unwrap_or_else(|| c.rendered.clone());
+            format!("all down: keeping previous ({kept})")
+        }
+        Reason::AllDown(AllDown::Fallback) => {
+            format!("all down: rendering the fallback ({})", c.rendered)
+        }
+    }
+}
