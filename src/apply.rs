@@ -1,6 +1,6 @@
 //! Putting a new include in place without ever leaving a broken firewall config behind:
-//! stage and check, replace atomically, check the real config, reload, and restore the previous
-//! include byte for byte if any step after the replacement fails.
+//! stage and check, replace atomically, check the real config, reload, and restore the last
+//! applied include byte for byte if any step after the replacement fails.
 
 use crate::command::Runner;
 use crate::files::replace_file;
@@ -28,28 +28,130 @@ pub struct Plan {
     pub reload: Vec<OsString>,
 }
 
+/// What nftables was last loaded with, as far as this tool applied it: the bytes of the
+/// include, or `Absent` when no include was in effect. Kept beside the include as
+/// `.NAME.applied` (empty: absent) and written before the include is first replaced, so every
+/// failed apply, also the one after a run killed between replacing the include and reloading,
+/// restores exactly this.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum InEffect {
+    Absent,
+    Bytes(Vec<u8>),
+}
+
+impl InEffect {
+    pub fn bytes(&self) -> Option<&[u8]> {
+        match self {
+            InEffect::Absent => None,
+            InEffect::Bytes(b) => Some(b),
+        }
+    }
+}
+
+/// What a run has to do with the include it rendered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Need {
+    /// The include on disk is this text and was applied.
+    Nothing,
+    /// The include on disk is this text and no record says it was not applied (first run after
+    /// an upgrade from the reference addon, or a lost record): trust it, and record it.
+    Record,
+    /// Stage, install, check and reload.
+    Apply,
+}
+
+/// Pure: `record` is the last-applied record, `None` if there is none.
+pub fn need(rendered: &[u8], on_disk: Option<&[u8]>, record: Option<&InEffect>) -> Need {
+    let on_disk_now = on_disk == Some(rendered);
+    match record {
+        Some(r) if on_disk_now && r.bytes() == Some(rendered) => Need::Nothing,
+        Some(_) => Need::Apply,
+        None if on_disk_now => Need::Record,
+        None => Need::Apply,
+    }
+}
+
+/// The include nftables runs with: the record if there is one, else what is on disk.
+pub fn in_effect<'a>(on_disk: Option<&'a [u8]>, record: Option<&'a InEffect>) -> Option<&'a [u8]> {
+    match record {
+        Some(r) => r.bytes(),
+        None => on_disk,
+    }
+}
+
+/// Where the last-applied record of `output` lives: beside it, hidden, and not `*.nft`, so no
+/// include glob ever loads it.
+pub fn record_path(output: &Path) -> PathBuf {
+    let name = output
+        .file_name()
+        .map(|n| n.to_string_lossy())
+        .unwrap_or_default();
+    output.with_file_name(format!(".{name}.applied"))
+}
+
+/// Reads the last-applied record of `output`; `None` if there is none.
+pub fn read_record(output: &Path) -> Result<Option<InEffect>> {
+    let path = record_path(output);
+    match fs::read(&path) {
+        Ok(b) if b.is_empty() => Ok(Some(InEffect::Absent)),
+        Ok(b) => Ok(Some(InEffect::Bytes(b))),
+        Err(e) if e.kind() == ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(e).with_context(|| format!("cannot read {}", path.display())),
+    }
+}
+
+/// Records what is in effect now (durably: it is the rollback target).
+pub fn write_record(output: &Path, what: &InEffect) -> Result<()> {
+    let path = record_path(output);
+    replace_file(&path, what.bytes().unwrap_or_default())
+        .with_context(|| format!("cannot write {}", path.display()))
+}
+
 /// Checks `new_text` in a staged config, installs it, checks the real config and reloads.
-/// On failure after installing, `previous` (the include's old bytes, `None` if there was none)
-/// is put back before the error is returned.
-pub fn apply(plan: &Plan, runner: &Runner, new_text: &str, previous: Option<&[u8]>) -> Result<()> {
+/// `record` is what is in effect (`read_record`; `None`: no record, so the bytes `on_disk` are
+/// taken as in effect and recorded before the include is touched). On failure after installing,
+/// exactly the recorded include is put back (or the new one removed if none was in effect).
+pub fn apply(
+    plan: &Plan,
+    runner: &Runner,
+    new_text: &str,
+    on_disk: Option<&[u8]>,
+    record: Option<InEffect>,
+) -> Result<()> {
     let started = Instant::now();
     check_staged(plan, runner, new_text)?;
+    let rollback = match record {
+        Some(r) => r,
+        None => {
+            let r = on_disk.map_or(InEffect::Absent, |b| InEffect::Bytes(b.to_vec()));
+            write_record(&plan.output, &r).context("the new include was not installed")?;
+            r
+        }
+    };
     replace_file(&plan.output, new_text.as_bytes())
         .with_context(|| format!("cannot write {}", plan.output.display()))?;
 
     let installed = nft_check(plan, runner, &plan.main_config, "check of the main config")
         .and_then(|()| runner.run("reload", &plan.reload).map_err(Into::into));
     if let Err(e) = installed {
-        return Err(match restore(&plan.output, previous) {
+        return Err(match restore(&plan.output, rollback.bytes()) {
             Ok(()) => e.context(format!(
-                "restored the previous {}; the firewall keeps its running rules and the next run retries",
+                "restored the last applied {}; the firewall keeps its running rules and the next run retries",
                 plan.output.display()
             )),
             Err(r) => e.context(format!(
-                "AND restoring the previous {} failed: {r:#}; fix it by hand before reloading nftables",
-                plan.output.display()
+                "AND restoring the last applied {} failed: {r:#}; copy {} over it by hand before reloading nftables",
+                plan.output.display(),
+                record_path(&plan.output).display()
             )),
         });
+    }
+    let applied = InEffect::Bytes(new_text.as_bytes().to_vec());
+    if let Err(e) = write_record(&plan.output, &applied) {
+        // The reload went through, but a stale record would make every later run apply again
+        // and restore the old include on a failure. Without a record the disk is trusted.
+        let _ = fs::remove_file(record_path(&plan.output));
+        crate::log::error(&format!("{e:#}; the include on disk is taken as applied"));
     }
     crate::log::debug(&format!(
         "apply took {:.1} ms",
@@ -170,6 +272,23 @@ fn restore(path: &Path, previous: Option<&[u8]>) -> Result<()> {
 mod tests {
     use super::*;
     use std::os::unix::fs::PermissionsExt;
+
+    #[test]
+    fn need_applies_only_what_is_not_in_effect() {
+        let (a, b) = (&b"a"[..], &b"b"[..]);
+        let rec = |x: &[u8]| InEffect::Bytes(x.to_vec());
+        assert_eq!(need(a, Some(a), Some(&rec(a))), Need::Nothing);
+        assert_eq!(need(a, Some(b), Some(&rec(b))), Need::Apply);
+        // on disk but never applied (a run killed before its reload)
+        assert_eq!(need(a, Some(a), Some(&rec(b))), Need::Apply);
+        assert_eq!(need(a, Some(a), Some(&InEffect::Absent)), Need::Apply);
+        // no record: the disk is trusted, never a reason to reload
+        assert_eq!(need(a, Some(a), None), Need::Record);
+        assert_eq!(need(a, None, None), Need::Apply);
+        assert_eq!(in_effect(Some(a), Some(&rec(b))), Some(b));
+        assert_eq!(in_effect(Some(a), Some(&InEffect::Absent)), None);
+        assert_eq!(in_effect(Some(a), None), Some(a));
+    }
 
     #[test]
     fn nft_files_lists_visible_nft_files_in_order() {

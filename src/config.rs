@@ -167,18 +167,11 @@ impl Variable {
         }
     }
 
-    /// Identifies the candidate list; history is only carried over while this stays the same.
+    /// What a candidate's history is only valid for: the port checked. Within it, history
+    /// follows each address (see `select::Inputs`), so adding, removing or reordering
+    /// candidates keeps what is known about the others.
     pub fn fingerprint(&self) -> String {
-        let values = self.values.as_ref().map(|v| {
-            v.iter()
-                .map(ToString::to_string)
-                .collect::<Vec<_>>()
-                .join(",")
-        });
-        format!(
-            "port={} ip4={:?} ip6={:?} values={:?}",
-            self.port, self.ip4, self.ip6, values
-        )
+        format!("port={}", self.port)
     }
 }
 

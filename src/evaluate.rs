@@ -1,9 +1,9 @@
 //! One evaluation of the config, shared by the timer run and `status`: check (or not), count
 //! the results into the previous state, pick, render; plus the words that explain a pick.
 
-use crate::config::{AllDown, Config};
+use crate::config::{AllDown, Config, Family};
 use crate::policy::Reason;
-use crate::select::{self, Choice, Results};
+use crate::select::{self, Choice, Health, Inputs, Results};
 use crate::state::State;
 use crate::{probe, render};
 use std::time::{Duration, SystemTime};
@@ -17,29 +17,26 @@ pub struct Evaluation {
     pub text: String,
 }
 
-/// Checks (if `probe`), counts the results into `previous` and picks. `live` is the include
-/// on disk.
+/// Checks (if `probe`), counts the results into `previous` and picks. `in_effect` is the
+/// include in effect (what nftables was last loaded with).
 pub fn evaluate(
     config: &Config,
     previous: &State,
-    live: Option<&[u8]>,
+    in_effect: Option<&[u8]>,
     probe: bool,
     timeout: Option<Duration>,
 ) -> std::io::Result<Evaluation> {
+    let now = unix_now();
+    let text = in_effect.map(String::from_utf8_lossy).unwrap_or_default();
+    let inputs = Inputs::new(config, previous, &render::parse_defines(&text));
     let results = if probe {
-        check(config, timeout)?
+        check(config, timeout, |v, f, o| {
+            inputs.decided(config, v, f, o, now)
+        })?
     } else {
         select::empty_results(config)
     };
-    let live_text = live.map(String::from_utf8_lossy).unwrap_or_default();
-    let (choices, mut state) = select::decide(
-        config,
-        &results,
-        previous,
-        &render::parse_defines(&live_text),
-        unix_now(),
-    );
-    state.applied_md5 = previous.applied_md5.clone();
+    let (choices, state) = select::decide(config, &results, &inputs, now);
     let text = render::include(config, &choices);
     Ok(Evaluation {
         results,
@@ -55,13 +52,17 @@ pub fn unix_now() -> u64 {
         .map_or(0, |d| d.as_secs())
 }
 
-fn check(config: &Config, timeout: Option<Duration>) -> std::io::Result<Results> {
+fn check(
+    config: &Config,
+    timeout: Option<Duration>,
+    decided: impl Fn(usize, Family, &[Option<Health>]) -> bool,
+) -> std::io::Result<Results> {
     let in_flight = probe::raise_fd_limit();
     // One thread is plenty: the work is waiting on sockets, and it keeps the run cheap.
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
-    Ok(runtime.block_on(probe::check_all(config, timeout, in_flight)))
+    Ok(runtime.block_on(probe::check_all(config, timeout, in_flight, decided)))
 }
 
 /// The address and port of a candidate, as it appears in log lines.
@@ -71,8 +72,8 @@ pub fn candidate(config: &Config, choice: &Choice, index: usize) -> String {
     std::net::SocketAddr::new(ip, var.port).to_string()
 }
 
-/// Why a choice was made, in words: "preferred candidate 10.0.0.1 down 3/3", …
-pub fn reason_text(config: &Config, c: &Choice, state: &State) -> String {
+/// Why a choice was made, in words: "preferred candidate 10.0.0.1:443 down 3/3", …
+pub fn reason_text(config: &Config, c: &Choice) -> String {
     let var = &config.variables[c.variable];
     let addr = |i: usize| candidate(config, c, i);
     let Some(reason) = &c.reason else {
@@ -96,12 +97,7 @@ pub fn reason_text(config: &Config, c: &Choice, state: &State) -> String {
             format!("all down: using the first candidate ({})", c.rendered)
         }
         Reason::AllDown(AllDown::Keep) => {
-            let kept = state
-                .variables
-                .get(&var.name)
-                .and_then(|v| v.family(c.family).rendered.clone())
-                .unwrap_or_else(|| c.rendered.clone());
-            format!("all down: keeping previous ({kept})")
+            format!("all down: keeping what is in effect ({})", c.rendered)
         }
         Reason::AllDown(AllDown::Fallback) => {
             format!("all down: rendering the fallback ({})", c.rendered)

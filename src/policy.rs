@@ -67,7 +67,7 @@ pub enum Reason {
     AllDown(AllDown),
 }
 
-/// What to render: a candidate by index, what was rendered last (`all_down: keep`), or the
+/// What to render: a candidate by index, the current choice again (`all_down: keep`), or the
 /// fallback literal.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Pick {
@@ -76,15 +76,83 @@ pub enum Pick {
     Fallback,
 }
 
-/// Picks for one variable and family. `current` is the candidate rendered now, if known.
+/// One candidate as the policy sees it in a run: its counters before the run and this run's
+/// check result, `None` while the check has not answered (or never will: the run stopped
+/// waiting for it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Seen {
+    pub prev: Option<Counted>,
+    pub ok: Option<bool>,
+}
+
+/// Three-valued logic over results not in yet: `Some(b)` whatever the pending results say,
+/// `None` if they decide it.
+type Tri = Option<bool>;
+
+impl Seen {
+    /// The counters after this run if the check says `ok`.
+    fn after(&self, ok: bool, policy: &Policy, now: u64) -> Counted {
+        observe(self.prev, Some(ok), policy.rise, policy.fall, now)
+            .expect("a result always yields counters")
+    }
+
+    /// Whether the candidate counts as up after this run.
+    fn up(&self, policy: &Policy, now: u64) -> Tri {
+        match self.ok {
+            Some(ok) => Some(self.after(ok, policy, now).up),
+            None => {
+                let (if_up, if_down) = (
+                    self.after(true, policy, now),
+                    self.after(false, policy, now),
+                );
+                (if_up.up == if_down.up).then_some(if_up.up)
+            }
+        }
+    }
+
+    /// Whether traffic may move *to* this candidate: it counts as up and answered in this run.
+    /// Counters alone are not enough: with `fall` > 1 a candidate that just failed still counts
+    /// as up, which may keep traffic where it is but must never attract it.
+    fn eligible(&self, policy: &Policy, now: u64) -> Tri {
+        match self.ok {
+            Some(ok) => Some(ok && self.after(true, policy, now).up),
+            None if self.after(true, policy, now).up => None,
+            None => Some(false),
+        }
+    }
+
+    /// How long it has counted as up, given that it answers in this run.
+    fn up_for(&self, policy: &Policy, now: u64) -> u64 {
+        now.saturating_sub(self.after(true, policy, now).since)
+    }
+}
+
+/// The first index in `range` for which `pred` holds; `Err(())` if a pending result decides
+/// which one it is.
+fn first(range: std::ops::Range<usize>, pred: impl Fn(usize) -> Tri) -> Result<Option<usize>, ()> {
+    for i in range {
+        match pred(i) {
+            Some(true) => return Ok(Some(i)),
+            Some(false) => continue,
+            None => return Err(()),
+        }
+    }
+    Ok(None)
+}
+
+/// Picks for one variable and family. `current` is the candidate in effect now (from the
+/// include on disk), if any.
+///
+/// Returns `None` while results not in yet could still change the pick or its reason: a run
+/// stops waiting for checks only once every family returns `Some`, so stopping early never
+/// changes a decision. With every result in, it always returns `Some`.
 pub fn choose(
-    counted: &[Option<Counted>],
+    seen: &[Seen],
     current: Option<usize>,
     policy: &Policy,
     now: u64,
-) -> (Pick, Reason) {
-    let up = |i: usize| counted.get(i).copied().flatten().is_some_and(|c| c.up);
-    let up_for = |i: usize| counted[i].map_or(0, |c| now.saturating_sub(c.since));
+) -> Option<(Pick, Reason)> {
+    let eligible = |i: usize| seen[i].eligible(policy, now);
     let ranked = |i: usize| {
         if i == 0 {
             Reason::Preferred
@@ -92,35 +160,48 @@ pub fn choose(
             Reason::FailedOver
         }
     };
-    let Some(best) = (0..counted.len()).find(|&i| up(i)) else {
-        let pick = match policy.all_down {
-            AllDown::First => Pick::Candidate(0),
-            AllDown::Keep => Pick::Keep,
-            AllDown::Fallback => Pick::Fallback,
-        };
-        return (pick, Reason::AllDown(policy.all_down));
-    };
-    match current {
-        // Staying on a healthy current candidate unless preemption says to move up.
-        Some(cur) if up(cur) && best < cur => {
+    let current = current.filter(|&c| c < seen.len());
+    if let Some(cur) = current {
+        // A current candidate that still counts as up stays unless preemption moves traffic
+        // to a better one; only a better candidate that answered now is a reason to move.
+        if seen[cur].up(policy, now)? {
+            let Some(best) = first(0..cur, eligible).ok()? else {
+                return Some((Pick::Candidate(cur), ranked(cur)));
+            };
             if !policy.preempt {
-                return (Pick::Candidate(cur), Reason::PreemptOff { better: best });
+                return Some((Pick::Candidate(cur), Reason::PreemptOff { better: best }));
             }
             let delay = policy.preempt_delay_s;
-            match (best..cur).find(|&i| up(i) && up_for(i) >= delay) {
+            let settled = |i: usize| match eligible(i) {
+                Some(false) => Some(false),
+                e if seen[i].up_for(policy, now) >= delay => e,
+                _ => Some(false),
+            };
+            return Some(match first(best..cur, settled).ok()? {
                 Some(i) => (Pick::Candidate(i), ranked(i)),
                 None => (
                     Pick::Candidate(cur),
                     Reason::PreemptDelay {
                         better: best,
-                        left_s: delay - up_for(best),
+                        left_s: delay - seen[best].up_for(policy, now),
                     },
                 ),
-            }
+            });
         }
-        // No current candidate, or it went down: fail over to the best one that is up.
-        _ => (Pick::Candidate(best), ranked(best)),
     }
+    // No current candidate, or it counts as down: fail over at once (never waiting for
+    // preempt_delay_s) to the best candidate that answered.
+    Some(match first(0..seen.len(), eligible).ok()? {
+        Some(i) => (Pick::Candidate(i), ranked(i)),
+        None => {
+            let pick = match policy.all_down {
+                AllDown::First => Pick::Candidate(0),
+                AllDown::Keep => Pick::Keep,
+                AllDown::Fallback => Pick::Fallback,
+            };
+            (pick, Reason::AllDown(policy.all_down))
+        }
+    })
 }
 
 #[cfg(test)]
@@ -206,34 +287,65 @@ mod tests {
         assert_eq!((s.up, s.since), (false, 110));
     }
 
-    fn up(since: u64) -> Option<Counted> {
-        Some(Counted {
-            up: true,
-            streak: 0,
-            since,
-        })
+    /// Counted up since `since`, answering now.
+    fn up(since: u64) -> Seen {
+        Seen {
+            prev: Some(Counted {
+                up: true,
+                streak: 0,
+                since,
+            }),
+            ok: Some(true),
+        }
     }
-    fn down() -> Option<Counted> {
-        Some(Counted {
-            up: false,
-            streak: 0,
-            since: 0,
-        })
+    /// Counted down, refused now.
+    fn down() -> Seen {
+        Seen {
+            prev: Some(Counted {
+                up: false,
+                streak: 0,
+                since: 0,
+            }),
+            ok: Some(false),
+        }
+    }
+    /// `s` with its result not in yet.
+    fn pending(s: Seen) -> Seen {
+        Seen { ok: None, ..s }
+    }
+
+    fn pick(seen: &[Seen], cur: Option<usize>, p: &Policy, now: u64) -> (Pick, Reason) {
+        choose(seen, cur, p, now).expect("every result is in")
     }
 
     #[test]
     fn picks_first_up_and_fails_over() {
         let p = policy();
         assert_eq!(
-            choose(&[up(0), up(0)], None, &p, 10),
+            pick(&[up(0), up(0)], None, &p, 10),
             (Pick::Candidate(0), Reason::Preferred)
         );
         assert_eq!(
-            choose(&[down(), up(0)], Some(0), &p, 10),
+            pick(&[down(), up(0)], Some(0), &p, 10),
             (Pick::Candidate(1), Reason::FailedOver)
         );
+        let fresh = Seen {
+            prev: None,
+            ok: Some(true),
+        };
         assert_eq!(
-            choose(&[None, up(0)], None, &p, 10),
+            pick(
+                &[
+                    Seen {
+                        prev: None,
+                        ok: Some(false)
+                    },
+                    fresh
+                ],
+                None,
+                &p,
+                10
+            ),
             (Pick::Candidate(1), Reason::FailedOver)
         );
     }
@@ -243,25 +355,25 @@ mod tests {
         let mut p = policy();
         // default: move back to the preferred candidate at once
         assert_eq!(
-            choose(&[up(9), up(0)], Some(1), &p, 10),
+            pick(&[up(9), up(0)], Some(1), &p, 10),
             (Pick::Candidate(0), Reason::Preferred)
         );
         // nopreempt: stay on the healthy backup
         p.preempt = false;
         assert_eq!(
-            choose(&[up(9), up(0)], Some(1), &p, 10),
+            pick(&[up(9), up(0)], Some(1), &p, 10),
             (Pick::Candidate(1), Reason::PreemptOff { better: 0 })
         );
         // ... but leave it when it goes down
         assert_eq!(
-            choose(&[up(9), down()], Some(1), &p, 10),
+            pick(&[up(9), down()], Some(1), &p, 10),
             (Pick::Candidate(0), Reason::Preferred)
         );
         // preempt delay: up since t=90, delay 60: at t=100 stay (50 s left), at t=150 move
         p.preempt = true;
         p.preempt_delay_s = 60;
         assert_eq!(
-            choose(&[up(90), up(0)], Some(1), &p, 100),
+            pick(&[up(90), up(0)], Some(1), &p, 100),
             (
                 Pick::Candidate(1),
                 Reason::PreemptDelay {
@@ -271,18 +383,84 @@ mod tests {
             )
         );
         assert_eq!(
-            choose(&[up(90), up(0)], Some(1), &p, 150),
+            pick(&[up(90), up(0)], Some(1), &p, 150),
             (Pick::Candidate(0), Reason::Preferred)
         );
         // a middle candidate that has been up long enough is taken meanwhile
         assert_eq!(
-            choose(&[up(90), up(0), up(0)], Some(2), &p, 100),
+            pick(&[up(90), up(0), up(0)], Some(2), &p, 100),
             (Pick::Candidate(1), Reason::FailedOver)
         );
         // the delay never holds traffic on a candidate that is down
         assert_eq!(
-            choose(&[up(99), down()], Some(1), &p, 100),
+            pick(&[up(99), down()], Some(1), &p, 100),
             (Pick::Candidate(0), Reason::Preferred)
+        );
+    }
+
+    #[test]
+    fn a_candidate_that_failed_now_never_attracts_traffic() {
+        let mut p = policy();
+        p.fall = 3;
+        // B counts as up (one failure of three) but failed now: A down means all down, not B.
+        let b_failing = Seen {
+            ok: Some(false),
+            ..up(0)
+        };
+        let a_dead = Seen {
+            prev: Some(Counted {
+                up: true,
+                streak: 2,
+                since: 0,
+            }),
+            ok: Some(false),
+        };
+        assert_eq!(
+            pick(&[a_dead, b_failing], Some(0), &p, 10),
+            (Pick::Candidate(0), Reason::AllDown(AllDown::First))
+        );
+        // ... while the current one, failing once, stays (that is what fall is for)
+        assert_eq!(
+            pick(&[b_failing, up(0)], Some(0), &p, 10),
+            (Pick::Candidate(0), Reason::Preferred)
+        );
+    }
+
+    #[test]
+    fn undecided_while_a_pending_result_could_change_the_pick() {
+        let p = policy();
+        // On A: A's own result decides; B's does not matter.
+        assert_eq!(choose(&[pending(up(0)), up(0)], Some(0), &p, 10), None);
+        assert_eq!(
+            choose(&[up(0), pending(up(0))], Some(0), &p, 10),
+            Some((Pick::Candidate(0), Reason::Preferred))
+        );
+        // On B with A back: B's result decides whether to stay or move (preempt or not).
+        let mut nopreempt = policy();
+        nopreempt.preempt = false;
+        assert_eq!(
+            choose(&[up(0), pending(up(0))], Some(1), &nopreempt, 10),
+            None
+        );
+        // Failing over: every better candidate must be known down first.
+        assert_eq!(
+            choose(&[pending(down()), up(0), down()], Some(2), &p, 10),
+            None
+        );
+        // fall 3: a current candidate counted up with no failures stays up whatever it answers,
+        // but a better one must still be known not to answer.
+        let mut fall3 = policy();
+        fall3.fall = 3;
+        assert_eq!(
+            choose(&[down(), pending(up(0))], Some(1), &fall3, 10),
+            Some((Pick::Candidate(1), Reason::FailedOver))
+        );
+        // rise 2: a down candidate cannot become eligible this run, so no need to wait for it.
+        let mut rise2 = policy();
+        rise2.rise = 2;
+        assert_eq!(
+            choose(&[pending(down()), up(0)], None, &rise2, 10),
+            Some((Pick::Candidate(1), Reason::FailedOver))
         );
     }
 
@@ -291,22 +469,17 @@ mod tests {
         let mut p = policy();
         let all_down = [down(), down()];
         assert_eq!(
-            choose(&all_down, Some(1), &p, 0),
+            pick(&all_down, Some(1), &p, 0),
             (Pick::Candidate(0), Reason::AllDown(AllDown::First))
         );
         p.all_down = AllDown::Keep;
         assert_eq!(
-            choose(&all_down, Some(1), &p, 0),
+            pick(&all_down, Some(1), &p, 0),
             (Pick::Keep, Reason::AllDown(AllDown::Keep))
         );
         p.all_down = AllDown::Fallback;
         assert_eq!(
-            choose(&all_down, Some(1), &p, 0),
-            (Pick::Fallback, Reason::AllDown(AllDown::Fallback))
-        );
-        // never checked counts as not up
-        assert_eq!(
-            choose(&[None], None, &p, 0),
+            pick(&all_down, Some(1), &p, 0),
             (Pick::Fallback, Reason::AllDown(AllDown::Fallback))
         );
     }

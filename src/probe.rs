@@ -2,7 +2,8 @@
 //!
 //! A run must take about one timeout however many candidates there are, so every connect is in
 //! flight concurrently (bounded by the open-file limit), and the run stops waiting as soon as every
-//! variable is decided: lower-priority candidates that are still timing out cannot change a choice.
+//! variable is decided: the caller says when no result still pending could change its choice
+//! (`select::Inputs::decided`), so stopping early never changes a decision.
 
 use crate::config::{Config, Family};
 use crate::select::{self, DownReason, Health, Results};
@@ -56,20 +57,22 @@ struct Target {
     timeout: Duration,
 }
 
-/// Checks candidates until every variable and family is decided (see `select::first_up`).
-/// Candidates not needed for a decision may be left unchecked (`None`). Each variable's
-/// `timeout_ms` applies unless `timeout` overrides it for all.
+/// Checks candidates until `decided(variable, family, results so far)` holds for every variable
+/// and family. Candidates not needed for a decision may be left unchecked (`None`). Each
+/// variable's `timeout_ms` applies unless `timeout` overrides it for all.
 pub async fn check_all(
     config: &Config,
     timeout: Option<Duration>,
     max_in_flight: usize,
+    decided: impl Fn(usize, Family, &[Option<Health>]) -> bool,
 ) -> Results {
     let mut results = select::empty_results(config);
-    let mut undecided: usize = results
-        .iter()
-        .flatten()
-        .filter(|o| select::first_up(o).is_none())
-        .count();
+    let mut undecided: usize = 0;
+    for (vi, per_var) in results.iter().enumerate() {
+        for family in Family::ALL {
+            undecided += usize::from(!decided(vi, family, &per_var[family as usize]));
+        }
+    }
     if undecided == 0 {
         return results;
     }
@@ -119,9 +122,9 @@ pub async fn check_all(
 
     while let Some((t, health)) = rx.recv().await {
         let outcomes = &mut results[t.variable][t.family as usize];
-        let was_decided = select::first_up(outcomes).is_some();
+        let was_decided = decided(t.variable, t.family, outcomes);
         outcomes[t.index] = Some(health);
-        if !was_decided && select::first_up(outcomes).is_some() {
+        if !was_decided && decided(t.variable, t.family, outcomes) {
             undecided -= 1;
             if undecided == 0 {
                 break;
@@ -218,7 +221,13 @@ mod tests {
             r#"{{"failover": {{"a": {{"ip4": ["127.0.0.2", "127.0.0.1"], "port": {port}}}}}}}"#
         );
         let config = crate::config::parse(&text, std::path::Path::new("f")).unwrap();
-        let results = runtime().block_on(check_all(&config, Some(Duration::from_secs(2)), 8));
+        // Never decided early: every candidate is checked.
+        let results = runtime().block_on(check_all(
+            &config,
+            Some(Duration::from_secs(2)),
+            8,
+            |_, _, o| o.iter().all(Option::is_some),
+        ));
         let v4 = &results[0][Family::V4 as usize];
         assert_eq!(v4[0], Some(Health::Down(DownReason::Refused)));
         assert!(v4[1].as_ref().unwrap().is_up());

@@ -91,13 +91,8 @@ mod tests {
                 }
             }
         }
-        let (choices, _) = select::decide(
-            &config,
-            &results,
-            &Default::default(),
-            &Default::default(),
-            0,
-        );
+        let inputs = select::Inputs::new(&config, &Default::default(), &Default::default());
+        let (choices, _) = select::decide(&config, &results, &inputs, 0);
         include(&config, &choices)
     }
 

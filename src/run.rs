@@ -7,7 +7,7 @@ use crate::config::{self, Config};
 use crate::evaluate::{self, Evaluation, candidate, evaluate};
 use crate::select::{Choice, Results};
 use crate::state::{self, State};
-use crate::{files, log, render};
+use crate::{files, log};
 use std::time::{Duration, Instant};
 
 /// Exit codes: the contract with systemd and admins' scripts.
@@ -53,16 +53,22 @@ pub fn run(cli: &Cli) -> u8 {
             }
         }
     };
-    let previous = state::load_or_empty(&cli.state);
-    let live = match std::fs::read(&cli.output) {
-        Ok(bytes) => Some(bytes),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+    // A state that cannot be saved goes stale; deciding from it would freeze the counters.
+    let keep_state = cli.dry_run || state_writable(cli);
+    let previous = if keep_state {
+        state::load_or_empty(&cli.state)
+    } else {
+        State::default()
+    };
+    let (on_disk, record) = match read_include(cli) {
+        Ok(x) => x,
         Err(e) => {
-            log::error(&format!("cannot read {}: {e}", cli.output.display()));
+            log::error(&format!("{e:#}"));
             return EXIT_FAILED;
         }
     };
-    let eval = match evaluate(&config, &previous, live.as_deref(), true, cli.timeout) {
+    let in_effect = apply::in_effect(on_disk.as_deref(), record.as_ref());
+    let eval = match evaluate(&config, &previous, in_effect, true, cli.timeout) {
         Ok(e) => e,
         Err(e) => {
             log::error(&format!("cannot run the checks: {e}"));
@@ -74,83 +80,119 @@ pub fn run(cli: &Cli) -> u8 {
         "checked and rendered in {:.1} ms",
         started.elapsed().as_secs_f64() * 1e3
     ));
-
+    let need = apply::need(eval.text.as_bytes(), on_disk.as_deref(), record.as_ref());
     if cli.dry_run {
-        return dry_run(cli, &eval.text, live.as_deref());
+        return dry_run(cli, &eval.text, need);
     }
 
     let mut new_state = eval.state;
-    let new_md5 = render::md5_hex(eval.text.as_bytes());
-    let on_disk = live.as_deref().map(render::md5_hex);
-    // Unchanged means: the include on disk is this text, and it is what was last applied (a
-    // run after a failed or interrupted apply retries). No record at all trusts the disk, so
-    // losing the state file never causes a reload.
-    let applied = previous.applied_md5.as_deref().is_none_or(|a| a == new_md5);
-    if on_disk.as_deref() == Some(new_md5.as_str()) && applied {
-        log::info(&format!("{}: unchanged", cli.output.display()));
-        save_state(cli, &new_state);
-        return EXIT_OK;
-    }
-    if on_disk.as_deref() == Some(new_md5.as_str()) {
-        log::info(&format!(
-            "{}: on disk but not applied successfully yet; applying",
-            cli.output.display()
-        ));
-    }
-    log_changes(&config, &eval.results, &eval.choices, live.as_deref());
-
-    let plan = Plan {
-        output: cli.output.clone(),
-        addon_dir: cli.addon_dir.clone(),
-        base_dir: cli.base_dir.clone(),
-        main_config: cli.main_config.clone(),
-        stage_dir: cli.stage_dir.clone(),
-        nft: cli.nft.clone(),
-        reload,
-    };
-    let code = match apply::apply(
-        &plan,
-        &Runner::for_current_user(),
-        &eval.text,
-        live.as_deref(),
-    ) {
-        Ok(()) => {
-            new_state.applied_md5 = Some(new_md5);
-            log::info(&format!(
-                "{}: applied and nftables reloaded ({:.0} ms)",
-                plan.output.display(),
-                started.elapsed().as_secs_f64() * 1e3
-            ));
+    new_state.last_apply = previous.last_apply.clone();
+    let code = match need {
+        apply::Need::Nothing | apply::Need::Record => {
+            log::info(&format!("{}: unchanged", cli.output.display()));
+            if need == apply::Need::Record {
+                // The include on disk is taken as in effect; from now on it is the rollback target.
+                let what = apply::InEffect::Bytes(eval.text.clone().into_bytes());
+                if let Err(e) = apply::write_record(&cli.output, &what) {
+                    log::warn(&format!("{e:#}"));
+                }
+            }
             EXIT_OK
         }
-        Err(e) => {
-            log::error(&format!("{e:#}"));
-            EXIT_FAILED
+        apply::Need::Apply => {
+            if on_disk.as_deref() == Some(eval.text.as_bytes()) {
+                log::info(&format!(
+                    "{}: on disk but not applied successfully yet; applying",
+                    cli.output.display()
+                ));
+            }
+            log_changes(&config, &eval.results, &eval.choices);
+            let plan = Plan {
+                output: cli.output.clone(),
+                addon_dir: cli.addon_dir.clone(),
+                base_dir: cli.base_dir.clone(),
+                main_config: cli.main_config.clone(),
+                stage_dir: cli.stage_dir.clone(),
+                nft: cli.nft.clone(),
+                reload,
+            };
+            let result = apply::apply(
+                &plan,
+                &Runner::for_current_user(),
+                &eval.text,
+                on_disk.as_deref(),
+                record,
+            );
+            new_state.last_apply = Some(state::ApplyOutcome {
+                at: evaluate::unix_now(),
+                ok: result.is_ok(),
+                error: result.as_ref().err().map(|e| format!("{e:#}")),
+            });
+            match result {
+                Ok(()) => {
+                    log::info(&format!(
+                        "{}: applied and nftables reloaded ({:.0} ms)",
+                        plan.output.display(),
+                        started.elapsed().as_secs_f64() * 1e3
+                    ));
+                    EXIT_OK
+                }
+                Err(e) => {
+                    log::error(&format!("{e:#}"));
+                    EXIT_FAILED
+                }
+            }
         }
     };
-    save_state(cli, &new_state);
+    if keep_state {
+        save_state(cli, &new_state);
+    }
     code
+}
+
+/// Checks that the state can be saved; says loudly (once per run) what it means if not.
+fn state_writable(cli: &Cli) -> bool {
+    match state::writable(&cli.state) {
+        Ok(()) => true,
+        Err(e) => {
+            log::error(&format!(
+                "cannot write the state in {}: {e:#}; deciding from this run's checks alone \
+                 (no counters, preempt_delay_s never elapses) until it is writable again",
+                cli.state.parent().unwrap_or(&cli.state).display()
+            ));
+            false
+        }
+    }
+}
+
+/// The include on disk and the record of what was last applied.
+fn read_include(cli: &Cli) -> anyhow::Result<(Option<Vec<u8>>, Option<apply::InEffect>)> {
+    let on_disk = match std::fs::read(&cli.output) {
+        Ok(bytes) => Some(bytes),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+        Err(e) => anyhow::bail!("cannot read {}: {e}", cli.output.display()),
+    };
+    Ok((on_disk, apply::read_record(&cli.output)?))
 }
 
 fn save_state(cli: &Cli, state: &State) {
     if let Err(e) = state::save(&cli.state, state) {
-        log::warn(&format!(
-            "cannot save state to {}: {e:#}; counters start over next run",
+        state::discard(&cli.state);
+        log::error(&format!(
+            "cannot save the state to {}: {e:#}; the next run starts without history",
             cli.state.display()
         ));
     }
 }
 
-fn dry_run(cli: &Cli, text: &str, live: Option<&[u8]>) -> u8 {
+fn dry_run(cli: &Cli, text: &str, need: apply::Need) -> u8 {
     print!("{text}");
-    let differs = live != Some(text.as_bytes());
     log::info(&format!(
         "dry run: {} {}",
         cli.output.display(),
-        if differs {
-            "would change"
-        } else {
-            "is unchanged"
+        match need {
+            apply::Need::Nothing | apply::Need::Record => "is unchanged",
+            apply::Need::Apply => "would change",
         }
     ));
     EXIT_OK
@@ -172,25 +214,20 @@ fn log_results(config: &Config, eval: &Evaluation) {
             }
         }
         if c.all_down() {
-            log::warn(&format!(
-                "{define}: {}",
-                evaluate::reason_text(config, c, &eval.state)
-            ));
+            log::warn(&format!("{define}: {}", evaluate::reason_text(config, c)));
         }
     }
 }
 
 /// One line per changed define: `NAME_v4: OLD -> NEW (why the preferred candidate lost)`.
-fn log_changes(config: &Config, results: &Results, choices: &[Choice], previous: Option<&[u8]>) {
-    let old_text = previous.map(String::from_utf8_lossy).unwrap_or_default();
-    let old = render::parse_defines(&old_text);
+fn log_changes(config: &Config, results: &Results, choices: &[Choice]) {
     for c in choices {
         let define = format!(
             "{}_{}",
             config.variables[c.variable].name,
             c.family.suffix()
         );
-        let before = old.get(define.as_str()).copied().unwrap_or("(none)");
+        let before = c.effective.as_deref().unwrap_or("(none)");
         if before == c.rendered {
             continue;
         }
@@ -210,7 +247,7 @@ fn log_changes(config: &Config, results: &Results, choices: &[Choice], previous:
         let why = match (&c.reason, down.is_empty()) {
             (None, _) => "no addresses configured".to_string(),
             (_, false) => down.join(", "),
-            (Some(_), true) => evaluate::reason_text(config, c, &State::default()).to_string(),
+            (Some(_), true) => evaluate::reason_text(config, c),
         };
         log::info(&format!("{define}: {before} -> {} ({why})", c.rendered));
     }

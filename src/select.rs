@@ -2,10 +2,11 @@
 //! Pure: no I/O, and the time comes in as a parameter.
 
 use crate::config::{Config, Family, Variable};
-use crate::policy::{self, Pick, Reason};
+use crate::policy::{self, Pick, Reason, Seen};
 use crate::state::{self, CandidateState, FamilyState, LastCheck, State, VariableState};
 use std::collections::HashMap;
 use std::fmt;
+use std::net::IpAddr;
 use std::time::Duration;
 
 /// The result of checking one candidate.
@@ -56,19 +57,6 @@ pub fn empty_results(config: &Config) -> Results {
         .collect()
 }
 
-/// The first candidate that is up, provided every earlier one is known to be down.
-/// `Some(None)`: every candidate is down. `None`: not decided yet (an earlier result is pending).
-pub fn first_up(outcomes: &[Option<Health>]) -> Option<Option<usize>> {
-    for (i, outcome) in outcomes.iter().enumerate() {
-        match outcome {
-            Some(h) if h.is_up() => return Some(Some(i)),
-            Some(_) => continue,
-            None => return None,
-        }
-    }
-    Some(None)
-}
-
 /// What was picked for one variable and family.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Choice {
@@ -80,6 +68,9 @@ pub struct Choice {
     pub reason: Option<Reason>,
     /// The literal rendered after `define NAME_vX =`.
     pub rendered: String,
+    /// The define's value in the include in effect now, and which candidate that is.
+    pub effective: Option<String>,
+    pub effective_index: Option<usize>,
 }
 
 impl Choice {
@@ -89,14 +80,140 @@ impl Choice {
     }
 }
 
-/// Counts this run's results into the previous state and picks per variable and family.
-/// `live` holds the defines of the include on disk (what is rendered now). Returns the choices
-/// in render order and the new state (without `applied_md5`, which the caller carries over).
+/// Everything a decision depends on besides this run's results: per variable and family the
+/// counters carried over and the candidate in effect. Built once per run, used both to tell
+/// when the checks may stop and to decide, so the two cannot disagree.
+pub struct Inputs {
+    families: Vec<[FamilyInputs; 2]>,
+    fingerprints: Vec<String>,
+}
+
+#[derive(Default)]
+struct FamilyInputs {
+    /// History per candidate, index-aligned with the address list.
+    prev: Vec<Option<CandidateState>>,
+    /// The candidate in effect now, if the include in effect renders one of them.
+    current: Option<usize>,
+    /// The define's value in the include in effect.
+    effective: Option<String>,
+}
+
+impl Inputs {
+    /// `previous` is the state of the last run, `in_effect` the defines of the include in
+    /// effect (see `render::parse_defines`).
+    pub fn new(config: &Config, previous: &State, in_effect: &HashMap<&str, &str>) -> Inputs {
+        let mut families = Vec::with_capacity(config.variables.len());
+        let mut fingerprints = Vec::with_capacity(config.variables.len());
+        for var in &config.variables {
+            let fingerprint = var.fingerprint();
+            // Counters describe address:port; a new port makes them meaningless.
+            let history = previous
+                .variables
+                .get(&var.name)
+                .filter(|v| v.fingerprint == fingerprint);
+            families.push(Family::ALL.map(|family| {
+                let define = format!("{}_{}", var.name, family.suffix());
+                family_inputs(
+                    var,
+                    family,
+                    history.map(|h| h.family(family)),
+                    in_effect.get(define.as_str()).copied(),
+                )
+            }));
+            fingerprints.push(fingerprint);
+        }
+        Inputs {
+            families,
+            fingerprints,
+        }
+    }
+
+    /// Whether this variable and family's pick is final given the results so far: no result
+    /// still pending could change it, and every candidate up to the one in effect and the
+    /// pick has answered. The latter keeps their counters moving: with `fall` > 1 the current
+    /// candidate counts as up whatever one check says, but only counted failures ever take
+    /// traffic away from it. Candidates ranked below both are not waited for; their counters
+    /// move when their answers come in before the run is decided.
+    pub fn decided(
+        &self,
+        config: &Config,
+        variable: usize,
+        family: Family,
+        outcomes: &[Option<Health>],
+        now: u64,
+    ) -> bool {
+        let fam = &self.families[variable][family as usize];
+        if fam.prev.is_empty() {
+            return true;
+        }
+        let policy = &config.variables[variable].policy;
+        let Some((pick, _)) = policy::choose(&fam.seen(outcomes), fam.current, policy, now) else {
+            return false;
+        };
+        let picked = match pick {
+            Pick::Candidate(i) => i,
+            Pick::Keep | Pick::Fallback => 0,
+        };
+        let needed = picked.max(fam.current.unwrap_or(0));
+        outcomes[..=needed].iter().all(Option::is_some)
+    }
+}
+
+fn family_inputs(
+    var: &Variable,
+    family: Family,
+    prev: Option<&FamilyState>,
+    effective: Option<&str>,
+) -> FamilyInputs {
+    let addrs = var.addrs(family);
+    // History follows the address, not the position: reordering or adding candidates keeps
+    // what is known about the others.
+    let mut by_address: HashMap<IpAddr, &CandidateState> = HashMap::new();
+    for c in prev.map_or(&[][..], |p| &p.candidates[..]) {
+        by_address.entry(c.address).or_insert(c);
+    }
+    let history: Vec<_> = addrs
+        .iter()
+        .map(|a| by_address.get(a).map(|c| (*c).clone()))
+        .collect();
+    // The include in effect is the truth about what is live; the last selection only tells
+    // apart candidates that render the same value.
+    let renders = |i: usize| var.rendered(family, i);
+    let current = effective.and_then(|text| {
+        let last = prev
+            .and_then(|p| p.selected)
+            .and_then(|i| prev?.candidates.get(i))
+            .and_then(|c| addrs.iter().position(|a| *a == c.address));
+        last.filter(|&i| renders(i) == text)
+            .or_else(|| (0..addrs.len()).find(|&i| renders(i) == text))
+    });
+    FamilyInputs {
+        prev: history,
+        current,
+        effective: effective.map(str::to_string),
+    }
+}
+
+impl FamilyInputs {
+    fn seen(&self, outcomes: &[Option<Health>]) -> Vec<Seen> {
+        self.prev
+            .iter()
+            .enumerate()
+            .map(|(i, c)| Seen {
+                prev: c.as_ref().and_then(|c| c.counted),
+                ok: outcomes.get(i).and_then(|o| o.as_ref()).map(Health::is_up),
+            })
+            .collect()
+    }
+}
+
+/// Counts this run's results into the carried-over state and picks per variable and family.
+/// Returns the choices in render order and the new state (without the apply record, which
+/// the caller keeps).
 pub fn decide(
     config: &Config,
     results: &Results,
-    previous: &State,
-    live: &HashMap<&str, &str>,
+    inputs: &Inputs,
     now: u64,
 ) -> (Vec<Choice>, State) {
     let mut choices = Vec::with_capacity(config.variables.len() * 2);
@@ -105,27 +222,14 @@ pub fn decide(
         ..State::default()
     };
     for (vi, var) in config.variables.iter().enumerate() {
-        let fingerprint = var.fingerprint();
-        // A changed candidate list starts from scratch: old counters describe other hosts.
-        let history = previous
-            .variables
-            .get(&var.name)
-            .filter(|v| v.fingerprint == fingerprint);
         let mut var_state = VariableState {
-            fingerprint,
+            fingerprint: inputs.fingerprints[vi].clone(),
             ..VariableState::default()
         };
         for family in Family::ALL {
-            let prev = history.map(|h| h.family(family));
-            let define = format!("{}_{}", var.name, family.suffix());
-            let (choice, fam_state) = decide_family(
-                var,
-                family,
-                &results[vi][family as usize],
-                prev,
-                live.get(define.as_str()).copied(),
-                now,
-            );
+            let fam = &inputs.families[vi][family as usize];
+            let (choice, fam_state) =
+                decide_family(var, family, &results[vi][family as usize], fam, now);
             choices.push(Choice {
                 variable: vi,
                 ..choice
@@ -144,37 +248,33 @@ fn decide_family(
     var: &Variable,
     family: Family,
     outcomes: &[Option<Health>],
-    prev: Option<&FamilyState>,
-    live: Option<&str>,
+    fam: &FamilyInputs,
     now: u64,
 ) -> (Choice, FamilyState) {
     let addrs = var.addrs(family);
     let policy = &var.policy;
+    let mut choice = Choice {
+        variable: 0,
+        family,
+        index: None,
+        reason: None,
+        rendered: family.unspecified().to_string(),
+        effective: fam.effective.clone(),
+        effective_index: fam.current,
+    };
     if addrs.is_empty() {
-        let choice = Choice {
-            variable: 0,
-            family,
-            index: None,
-            reason: None,
-            rendered: family.unspecified().to_string(),
-        };
         return (choice, FamilyState::default());
     }
+    let seen = fam.seen(outcomes);
     let candidates: Vec<CandidateState> = addrs
         .iter()
         .enumerate()
         .map(|(i, addr)| {
-            let old = prev.and_then(|p| p.candidates.get(i));
+            let old = fam.prev[i].as_ref();
             let result = outcomes.get(i).and_then(Option::as_ref);
             CandidateState {
                 address: *addr,
-                counted: policy::observe(
-                    old.and_then(|c| c.counted),
-                    result.map(Health::is_up),
-                    policy.rise,
-                    policy.fall,
-                    now,
-                ),
+                counted: policy::observe(seen[i].prev, seen[i].ok, policy.rise, policy.fall, now),
                 last: match result {
                     Some(h) => Some(last_check(h, now)),
                     None => old.and_then(|c| c.last.clone()),
@@ -182,44 +282,48 @@ fn decide_family(
             }
         })
         .collect();
-    let counted: Vec<_> = candidates.iter().map(|c| c.counted).collect();
-    // What is live now: the include on disk is the truth; the state disambiguates values
-    // shared by several candidates.
+    let (pick, reason) = policy::choose(&seen, fam.current, policy, now).unwrap_or_else(|| {
+        // Only without fresh checks (`status`): predict the next run from each candidate's
+        // last result. A run that checks always decides (see `Inputs::decided`).
+        let predicted: Vec<Seen> = seen
+            .iter()
+            .zip(&fam.prev)
+            .map(|(s, c)| Seen {
+                ok: s
+                    .ok
+                    .or_else(|| Some(c.as_ref()?.last.as_ref()?.up))
+                    .or(Some(false)),
+                ..*s
+            })
+            .collect();
+        policy::choose(&predicted, fam.current, policy, now)
+            .expect("with every result in hand the policy always decides")
+    });
     let renders = |i: usize| var.rendered(family, i);
-    let prev_selected = prev.and_then(|p| p.selected).filter(|&i| i < addrs.len());
-    let current = match live {
-        Some(text) => prev_selected
-            .filter(|&i| renders(i) == text)
-            .or_else(|| (0..addrs.len()).find(|&i| renders(i) == text)),
-        None => prev_selected,
-    };
-    let (pick, reason) = policy::choose(&counted, current, policy, now);
-    let (index, rendered) = match pick {
-        Pick::Candidate(i) => (Some(i), renders(i)),
-        Pick::Keep => match live
-            .map(str::to_string)
-            .or_else(|| prev.and_then(|p| p.rendered.clone()))
-        {
-            Some(text) => (current, text),
-            None => (Some(0), renders(0)),
+    let fallback = var.fallback(family);
+    // `selected` in the state: the candidate in effect after this run, for the next run.
+    let (index, rendered, selected) = match pick {
+        Pick::Candidate(i) => (Some(i), renders(i), Some(i)),
+        // Keep only what this config can render: a candidate's value or the fallback. Anything
+        // else on disk (an edited config, a foreign include) is not carried forward.
+        Pick::Keep => match (fam.current, &fam.effective) {
+            (Some(c), _) => (None, renders(c), Some(c)),
+            (None, Some(e)) if fallback.as_deref() == Some(e.as_str()) => (None, e.clone(), None),
+            _ => (None, renders(0), Some(0)),
         },
         Pick::Fallback => (
             None,
-            var.fallback(family)
-                .expect("config validation guarantees a fallback for all_down: fallback"),
+            fallback.expect("config validation guarantees a fallback for all_down: fallback"),
+            None,
         ),
     };
+    choice.index = index;
+    choice.reason = Some(reason);
+    choice.rendered = rendered.clone();
     let fam_state = FamilyState {
         candidates,
-        selected: index,
-        rendered: Some(rendered.clone()),
-    };
-    let choice = Choice {
-        variable: 0,
-        family,
-        index,
-        reason: Some(reason),
-        rendered,
+        selected,
+        rendered: Some(rendered),
     };
     (choice, fam_state)
 }
@@ -255,18 +359,9 @@ mod tests {
         Some(Health::Down(DownReason::Refused))
     }
 
-    #[test]
-    fn first_up_waits_only_for_earlier_candidates() {
-        assert_eq!(first_up(&[up(), None]), Some(Some(0)));
-        assert_eq!(first_up(&[down(), up(), None]), Some(Some(1)));
-        assert_eq!(first_up(&[None, up()]), None);
-        assert_eq!(first_up(&[down(), None, up()]), None);
-        assert_eq!(first_up(&[down(), down()]), Some(None));
-        assert_eq!(first_up(&[]), Some(None));
-    }
-
     fn decide_all(config: &Config, results: &Results) -> Vec<(String, bool)> {
-        decide(config, results, &State::default(), &HashMap::new(), 0)
+        let inputs = Inputs::new(config, &State::default(), &HashMap::new());
+        decide(config, results, &inputs, 0)
             .0
             .into_iter()
             .map(|c| (c.rendered.clone(), c.all_down()))
@@ -305,7 +400,8 @@ mod tests {
     /// One run of `decide` with the given v4 results, carrying state and the "live" include.
     fn step(config: &Config, state: &State, live: &str, v4: Outcomes, now: u64) -> (String, State) {
         let defines = crate::render::parse_defines(live);
-        let (choices, state) = decide(config, &vec![[v4, vec![]]], state, &defines, now);
+        let inputs = Inputs::new(config, state, &defines);
+        let (choices, state) = decide(config, &vec![[v4, vec![]]], &inputs, now);
         (crate::render::include(config, &choices), state)
     }
 
@@ -335,13 +431,14 @@ mod tests {
             }}"#,
         );
         let results = vec![[vec![down()], vec![down()]], [vec![down()], vec![]]];
-        let (choices, _) = decide(&config, &results, &State::default(), &HashMap::new(), 0);
+        let inputs = Inputs::new(&config, &State::default(), &HashMap::new());
+        let (choices, _) = decide(&config, &results, &inputs, 0);
         let rendered: Vec<_> = choices.iter().map(|c| c.rendered.as_str()).collect();
         assert_eq!(rendered, ["192.0.2.1", "100::1", "666", "::"]);
     }
 
     #[test]
-    fn changed_candidate_list_resets_history() {
+    fn history_follows_the_address_and_a_new_port_resets_it() {
         let config = parse(
             r#"{"failover": {"a": {"ip4": ["10.0.0.1", "10.0.0.2"], "port": 1, "fall": 3}}}"#,
         );
@@ -349,12 +446,20 @@ mod tests {
         // fall 3: one failure keeps the first candidate
         let (text, state) = step(&config, &state, &text, vec![down(), up()], 1);
         assert!(text.contains("a_v4 = 10.0.0.1"), "{text}");
-        // same hosts, new order: history is dropped, so the failure decides at once
-        let reordered = parse(
-            r#"{"failover": {"a": {"ip4": ["10.0.0.1", "10.0.0.3"], "port": 1, "fall": 3}}}"#,
+        // a candidate added in front: 10.0.0.1 keeps its counters (up, 1 of 3 failures)
+        let added = parse(
+            r#"{"failover": {"a": {"ip4": ["10.0.0.9", "10.0.0.1", "10.0.0.2"], "port": 1, "fall": 3}}}"#,
         );
-        let (text, _) = step(&reordered, &state, &text, vec![down(), up()], 2);
-        assert!(text.contains("a_v4 = 10.0.0.3"), "{text}");
+        let (text2, state2) = step(&added, &state, &text, vec![down(), down(), up()], 2);
+        assert!(text2.contains("a_v4 = 10.0.0.1"), "{text2}");
+        let c = &state2.variables["a"].v4.candidates[1];
+        assert_eq!(c.counted.map(|k| (k.up, k.streak)), Some((true, 2)));
+        // another port: the old counters describe another service, so the failure decides
+        let moved = parse(
+            r#"{"failover": {"a": {"ip4": ["10.0.0.1", "10.0.0.2"], "port": 2, "fall": 3}}}"#,
+        );
+        let (text, _) = step(&moved, &state, &text, vec![down(), up()], 2);
+        assert!(text.contains("a_v4 = 10.0.0.2"), "{text}");
     }
 
     #[test]

@@ -1,8 +1,9 @@
 //! The state file: per-candidate counters and last results, per variable the rendered choice,
-//! and the hash of the last include that was applied successfully.
+//! and how the last apply went.
 //!
 //! State is a convenience, never a reason to fail: a missing, unreadable or corrupt file is
-//! logged and treated as no history.
+//! logged and treated as no history. So is one that cannot be saved: counters that never move
+//! would freeze failover, so a run that cannot save decides from its own checks alone.
 
 use crate::policy::Counted;
 use serde::{Deserialize, Serialize};
@@ -15,11 +16,20 @@ pub const VERSION: u32 = 1;
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct State {
     pub version: u32,
-    /// MD5 of the last include that passed every check and was reloaded.
+    /// The last run that had something to apply, and how it went.
     #[serde(default)]
-    pub applied_md5: Option<String>,
+    pub last_apply: Option<ApplyOutcome>,
     #[serde(default)]
     pub variables: BTreeMap<String, VariableState>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ApplyOutcome {
+    /// Unix time of the attempt.
+    pub at: u64,
+    pub ok: bool,
+    #[serde(default)]
+    pub error: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -111,6 +121,29 @@ pub fn load_or_empty(path: &Path) -> State {
     }
 }
 
+/// Whether the state can be saved in this run: its directory exists (it is created if missing)
+/// and a file can be created in it. Checked before the old state is used, because a state that
+/// cannot be rewritten goes stale and would freeze every counter.
+pub fn writable(path: &Path) -> anyhow::Result<()> {
+    let dir = match path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        Some(d) => d,
+        None => Path::new("."),
+    };
+    std::fs::create_dir_all(dir)?;
+    tempfile::Builder::new()
+        .prefix(".state-probe.")
+        .tempfile_in(dir)?;
+    Ok(())
+}
+
+/// After a failed save: removes the old file, so the next run does not take stale counters for
+/// current ones. Never follows a symlink (removing one only removes the link).
+pub fn discard(path: &Path) {
+    if std::fs::symlink_metadata(path).is_ok_and(|m| m.is_file()) {
+        let _ = std::fs::remove_file(path);
+    }
+}
+
 /// Writes the state atomically (temp file + rename), creating its directory if missing.
 /// Not fsynced: it is rewritten every run, and losing it in a crash only loses history.
 pub fn save(path: &Path, state: &State) -> anyhow::Result<()> {
@@ -134,7 +167,11 @@ mod tests {
         assert!(matches!(load(&path), Err(LoadProblem::Missing)));
         let mut state = State {
             version: VERSION,
-            applied_md5: Some("abc".into()),
+            last_apply: Some(ApplyOutcome {
+                at: 7,
+                ok: false,
+                error: Some("reload failed".into()),
+            }),
             ..State::default()
         };
         state.variables.insert(

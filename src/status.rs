@@ -1,11 +1,12 @@
 //! `nftables-failover status`: what each variable points at and why, for admins and for
 //! monitoring (monitoring-plugin exit codes, stable JSON).
 
+use crate::apply;
 use crate::cli::{Cli, StatusArgs};
 use crate::config::{self, Config};
-use crate::evaluate::{self, reason_text, unix_now};
+use crate::evaluate::{self, candidate, reason_text, unix_now};
 use crate::select::Choice;
-use crate::state::{self, LoadProblem, State};
+use crate::state::{self, ApplyOutcome, FamilyState, LoadProblem, State};
 use serde::Serialize;
 
 pub const OK: u8 = 0;
@@ -22,6 +23,8 @@ pub struct Report {
     pub summary: String,
     /// Whether fresh checks were run for this report (`--check`).
     pub checked_now: bool,
+    /// The last run that had a change to apply, and how it went (null: none recorded).
+    pub last_apply: Option<ApplyOutcome>,
     pub defines: Vec<DefineReport>,
 }
 
@@ -30,11 +33,20 @@ pub struct DefineReport {
     pub define: String,
     pub variable: String,
     pub family: &'static str,
+    /// Judged on what is in effect (`rendered`), not on what the next run would do.
     pub status: &'static str,
-    pub rendered: String,
-    /// Index of the rendered candidate, null for a kept or fallback literal.
+    /// The define's value in the include in effect (what nftables was last loaded with);
+    /// null if none is in effect yet.
+    pub rendered: Option<String>,
+    /// Index of the candidate in effect, null for a fallback literal or none.
     pub selected: Option<usize>,
+    /// Why the define has this status, and what the next run would do about it.
     pub reason: String,
+    /// What the next run would render, and which candidate that is (null: a literal).
+    pub next: String,
+    pub next_selected: Option<usize>,
+    /// The next run would change this define.
+    pub pending: bool,
     pub candidates: Vec<CandidateReport>,
 }
 
@@ -64,6 +76,7 @@ pub fn main(cli: &Cli, args: &StatusArgs) -> u8 {
             exit_code: UNKNOWN,
             summary: why,
             checked_now: false,
+            last_apply: None,
             defines: Vec::new(),
         },
     };
@@ -93,10 +106,66 @@ fn build(cli: &Cli, args: &StatusArgs) -> Result<Report, String> {
             return Err(format!("state file {}: {why}", cli.state.display()));
         }
     };
-    let live = std::fs::read(&cli.output).ok();
-    let eval = evaluate::evaluate(&config, &previous, live.as_deref(), args.check, cli.timeout)
+    let on_disk = std::fs::read(&cli.output).ok();
+    let record = apply::read_record(&cli.output).map_err(|e| format!("{e:#}"))?;
+    let in_effect = apply::in_effect(on_disk.as_deref(), record.as_ref());
+    let eval = evaluate::evaluate(&config, &previous, in_effect, args.check, cli.timeout)
         .map_err(|e| format!("cannot run the checks: {e}"))?;
-    Ok(report(&config, &eval.choices, &eval.state, args.check))
+    let mut report = report(&config, &eval.choices, &eval.state, args.check);
+    if let Some(failed) = previous.last_apply.as_ref().filter(|a| !a.ok) {
+        let error = failed.error.as_deref().unwrap_or("unknown error");
+        let first_line = error.lines().next().unwrap_or(error);
+        for d in report.defines.iter_mut().filter(|d| d.pending) {
+            d.reason
+                .push_str(&format!("; the last apply failed: {first_line}"));
+        }
+    }
+    report.last_apply = previous.last_apply;
+    Ok(report)
+}
+
+/// A define's status, judged on what is in effect, and why in words.
+fn judge(config: &Config, c: &Choice, fam: Option<&FamilyState>) -> (&'static str, String) {
+    let var = &config.variables[c.variable];
+    let endpoint = |i: usize| candidate(config, c, i);
+    let counted = |i: usize| {
+        fam.and_then(|f| f.candidates.get(i))
+            .and_then(|s| s.counted)
+    };
+    let (status, now) = match (&c.effective, c.effective_index) {
+        (None, _) => ("UNKNOWN", "not applied yet".to_string()),
+        (Some(_), Some(i)) => match counted(i) {
+            None => ("UNKNOWN", format!("{} never checked", endpoint(i))),
+            Some(k) if !k.up => (
+                "CRITICAL",
+                format!("traffic goes to {}, which is down", endpoint(i)),
+            ),
+            Some(_) if i == 0 => ("OK", "preferred candidate up".to_string()),
+            Some(_) => (
+                "WARNING",
+                format!(
+                    "on a lower-priority candidate ({} is preferred)",
+                    endpoint(0)
+                ),
+            ),
+        },
+        (Some(e), None) if var.fallback(c.family).as_deref() == Some(e.as_str()) => {
+            ("CRITICAL", "the all-down fallback is in effect".to_string())
+        }
+        (Some(e), None) => ("WARNING", format!("{e} is not a candidate of the config")),
+    };
+    if c.effective.as_deref() == Some(c.rendered.as_str()) {
+        return (status, reason_text(config, c));
+    }
+    let status = if status == "OK" { "WARNING" } else { status };
+    (
+        status,
+        format!(
+            "{now}; next run renders {} ({})",
+            c.rendered,
+            reason_text(config, c)
+        ),
+    )
 }
 
 /// Builds the report from this evaluation's choices and counted state.
@@ -105,13 +174,7 @@ pub fn report(config: &Config, choices: &[Choice], state: &State, checked_now: b
     for c in choices.iter().filter(|c| c.reason.is_some()) {
         let var = &config.variables[c.variable];
         let fam = state.variables.get(&var.name).map(|v| v.family(c.family));
-        let status = if c.all_down() {
-            "CRITICAL"
-        } else if c.index != Some(0) {
-            "WARNING"
-        } else {
-            "OK"
-        };
+        let (status, reason) = judge(config, c, fam);
         let candidates = var
             .addrs(c.family)
             .iter()
@@ -146,9 +209,12 @@ pub fn report(config: &Config, choices: &[Choice], state: &State, checked_now: b
             variable: var.name.clone(),
             family: c.family.suffix(),
             status,
-            rendered: c.rendered.clone(),
-            selected: c.index,
-            reason: reason_text(config, c, state),
+            rendered: c.effective.clone(),
+            selected: c.effective_index,
+            reason,
+            next: c.rendered.clone(),
+            next_selected: c.index,
+            pending: c.effective.as_deref() != Some(c.rendered.as_str()),
             candidates,
         });
     }
@@ -158,14 +224,21 @@ pub fn report(config: &Config, choices: &[Choice], state: &State, checked_now: b
         (
             "CRITICAL",
             CRITICAL,
-            format!("{n} define(s) with no healthy candidate"),
+            format!("{n} define(s) point at a candidate that is down"),
+        )
+    } else if count("UNKNOWN") > 0 {
+        let n = count("UNKNOWN");
+        (
+            "UNKNOWN",
+            UNKNOWN,
+            format!("{n} define(s) not applied or never checked yet"),
         )
     } else if count("WARNING") > 0 {
         let n = count("WARNING");
         (
             "WARNING",
             WARNING,
-            format!("{n} define(s) failed over to a lower-priority candidate"),
+            format!("{n} define(s) failed over or with a change pending"),
         )
     } else {
         (
@@ -179,6 +252,7 @@ pub fn report(config: &Config, choices: &[Choice], state: &State, checked_now: b
         exit_code,
         summary,
         checked_now,
+        last_apply: None,
         defines,
     }
 }
@@ -192,7 +266,10 @@ pub fn text(report: &Report, now: u64) -> String {
         let _ = writeln!(
             out,
             "\n{} = {}  [{}] {}",
-            d.define, d.rendered, d.status, d.reason
+            d.define,
+            d.rendered.as_deref().unwrap_or("(not applied)"),
+            d.status,
+            d.reason
         );
         for (i, c) in d.candidates.iter().enumerate() {
             let mark = if d.selected == Some(i) { '>' } else { ' ' };

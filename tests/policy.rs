@@ -80,7 +80,7 @@ fn all_down_keep_keeps_the_last_address() {
         let out = f.run(&[]);
         assert_exit(&out, 0);
         assert!(
-            stderr(&out).contains("all down: keeping previous (127.0.0.2)"),
+            stderr(&out).contains("all down: keeping what is in effect (127.0.0.2)"),
             "{}",
             stderr(&out)
         );
@@ -184,7 +184,7 @@ fn corrupt_or_foreign_state_is_ignored_not_fatal() {
 }
 
 #[test]
-fn state_from_an_older_config_is_dropped_for_changed_variables() {
+fn history_follows_addresses_across_config_edits_and_removed_variables_are_dropped() {
     in_netns(|| {
         let f = fixture(r#", "fall": 3"#);
         let _backup = listen("127.0.0.2", PORT);
@@ -195,11 +195,14 @@ fn state_from_an_older_config_is_dropped_for_changed_variables() {
         // fall 3: one failure is not enough
         assert_exit(&f.run(&[]), 0);
         assert_eq!(live_web(), "127.0.0.1");
-        // A new candidate list: history no longer applies, the failure decides at once.
+        // A new candidate list: 127.0.0.1 keeps its counters (1 of 3 failures), so the
+        // second failure still keeps it, and the third moves traffic to the new backup.
         f.write_config(&format!(
             r#"{{"failover": {{"web": {{"ip4": ["127.0.0.1", "127.0.0.3"], "port": {PORT}, "fall": 3}},
                 "gone": {{"ip4": "127.0.0.9", "port": {PORT}}}}}}}"#
         ));
+        assert_exit(&f.run(&[]), 0);
+        assert_eq!(live_web(), "127.0.0.1");
         assert_exit(&f.run(&[]), 0);
         assert_eq!(live_web(), "127.0.0.3");
         // A variable removed from the config disappears from the state.
