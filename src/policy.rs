@@ -121,6 +121,22 @@ impl Seen {
         }
     }
 
+    /// Like `eligible`, for moving traffic off a healthy current candidate: without history the
+    /// candidate starts as down, so it must earn `rise` first and its preempt delay starts now.
+    /// Losing the state thus makes preemption more careful, never more eager.
+    fn eligible_to_preempt(&self, policy: &Policy, now: u64) -> Tri {
+        let prev = self.prev.unwrap_or(Counted {
+            up: false,
+            streak: 0,
+            since: now,
+        });
+        Seen {
+            prev: Some(prev),
+            ..*self
+        }
+        .eligible(policy, now)
+    }
+
     /// How long it has counted as up, given that it answers in this run.
     fn up_for(&self, policy: &Policy, now: u64) -> u64 {
         now.saturating_sub(self.after(true, policy, now).since)
@@ -165,6 +181,7 @@ pub fn choose(
         // A current candidate that still counts as up stays unless preemption moves traffic
         // to a better one; only a better candidate that answered now is a reason to move.
         if seen[cur].up(policy, now)? {
+            let eligible = |i: usize| seen[i].eligible_to_preempt(policy, now);
             let Some(best) = first(0..cur, eligible).ok()? else {
                 return Some((Pick::Candidate(cur), ranked(cur)));
             };
@@ -461,6 +478,30 @@ mod tests {
         assert_eq!(
             choose(&[pending(down()), up(0)], None, &rise2, 10),
             Some((Pick::Candidate(1), Reason::FailedOver))
+        );
+    }
+
+    #[test]
+    fn without_history_a_better_candidate_must_earn_rise_before_preempting() {
+        let mut p = policy();
+        p.rise = 2;
+        let fresh_up = Seen {
+            prev: None,
+            ok: Some(true),
+        };
+        // State lost while on B: B answers and stays; A needs two successes first.
+        assert_eq!(
+            pick(&[fresh_up, fresh_up], Some(1), &p, 10),
+            (Pick::Candidate(1), Reason::FailedOver)
+        );
+        // ... but with B dead, traffic goes to A at once.
+        let fresh_down = Seen {
+            prev: None,
+            ok: Some(false),
+        };
+        assert_eq!(
+            pick(&[fresh_up, fresh_down], Some(1), &p, 10),
+            (Pick::Candidate(0), Reason::Preferred)
         );
     }
 
