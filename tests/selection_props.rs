@@ -213,10 +213,9 @@ fn check(s: &Scenario) -> Result<(), TestCaseError> {
                 c
             );
         }
-        if let Some(cur) = c.effective_index.filter(|_| !s.preempt) {
-            if counted(cur).is_some_and(|k| k.up) {
-                prop_assert_eq!(c.index, Some(cur), "run {}: preempt off moved traffic", t);
-            }
+        let healthy = |i: &usize| counted(*i).is_some_and(|k| k.up);
+        if let Some(cur) = c.effective_index.filter(healthy).filter(|_| !s.preempt) {
+            prop_assert_eq!(c.index, Some(cur), "run {}: preempt off moved traffic", t);
         }
         if !stays && !c.all_down() {
             let i = c
