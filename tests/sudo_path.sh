@@ -262,12 +262,34 @@ grep -q "hint: sudo refused" "$W/err" || fail "no 'hint: sudo refused' in the er
 [ -e /etc/nftables.d/addons/failover.nft ] && fail "the include was installed although its check was refused"
 umount /etc/sudoers.d
 
-step "postrm purge: user, group and state removed, leftovers handed to root"
+step "postrm purge: user, group and state removed, leftovers (not link targets) handed to root"
 for rw in / /etc /run /var/lib; do
     mount -o remount,bind,rw "$rw"
 done
 umount /var/lib/nftables-failover
+# The service user can plant symlinks in the addons directory: purge must re-own the links, not
+# what they point to (a root:shadow file like /etc/shadow, another user's file), also below a
+# subdirectory the user made.
+install -o root -g shadow -m 0640 /dev/null /etc/victim-shadow
+install -o nobody -g nogroup -m 0600 /dev/null /etc/victim-nobody
+as_user ln -s /etc/victim-shadow /etc/nftables.d/addons/shadow.nft || { show; fail "cannot plant a symlink as $SVC_USER"; }
+as_user mkdir /etc/nftables.d/addons/sub || { show; fail "cannot make a directory as $SVC_USER"; }
+as_user ln -s /etc/victim-nobody /etc/nftables.d/addons/sub/nobody || { show; fail "cannot plant a symlink as $SVC_USER"; }
+[ "$(stat -c %U /etc/nftables.d/addons/shadow.nft)" = "$SVC_USER" ] || fail "the planted link is not $SVC_USER's"
+[ -e /etc/nftables.d/addons/.failover.nft.applied ] || as_user touch /etc/nftables.d/addons/.failover.nft.applied
 "${T[@]}" sh "$REPO/debian/postrm" purge
+for victim in "/etc/victim-shadow root:shadow 640" "/etc/victim-nobody nobody:nogroup 600"; do
+    read -r path owner mode <<<"$victim"
+    [ "$(stat -c '%U:%G %a' "$path")" = "$owner $mode" ] ||
+        fail "postrm purge followed a planted symlink: $path is now $(stat -c '%U:%G %a' "$path"), was $owner $mode"
+done
+for link in shadow.nft sub/nobody; do
+    [ "$(stat -c %U:%G "/etc/nftables.d/addons/$link")" = root:root ] ||
+        fail "postrm purge did not hand the link $link to root: $(stat -c %U:%G "/etc/nftables.d/addons/$link")"
+done
+for own in .failover.nft.lock .failover.nft.applied; do
+    [ -e "/etc/nftables.d/addons/$own" ] && fail "postrm purge left $own"
+done
 getent passwd "$SVC_USER" >/dev/null && fail "postrm purge left user $SVC_USER"
 getent group "$SVC_USER" >/dev/null && fail "postrm purge left group $SVC_USER"
 [ -e /var/lib/nftables-failover ] && fail "postrm purge left /var/lib/nftables-failover"
