@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # The least-privilege path, end to end, with the shipped files: the package's postinst creates
-# the user and the addon directory, the shipped sudoers file is the only sudo rule, the mounts
-# the service unit makes are reproduced, and the binary runs as that user. Its reload really
-# applies the ruleset, through sudo, in this test's own network namespace.
+# the user and the addon directory, the shipped sudoers file is the only sudo rule, the mounts,
+# capability bounding set and umask of the service unit are reproduced (the last two read from
+# the unit), and the binary runs as that user. Its reload really applies the ruleset, through
+# sudo, in this test's own network namespace.
 #
 # Run by tests/packaging.rs as root:
 #   unshare --mount --net --pid --fork --mount-proc --propagation private \
@@ -37,7 +38,7 @@ step "private namespace: loopback, /tmp, /etc copy, /run, /var/lib"
 mount -t tmpfs -o mode=0755 tmpfs /mnt
 install -m 0755 "$BIN" /mnt/nftables-failover
 mkdir /mnt/repo
-cp -a "$REPO/sudoers.d" "$REPO/debian" "$REPO/etc" /mnt/repo/
+cp -a "$REPO/sudoers.d" "$REPO/debian" "$REPO/etc" "$REPO/systemd" /mnt/repo/
 BIN=/mnt/nftables-failover
 REPO=/mnt/repo
 mount -t tmpfs -o mode=1777 tmpfs /tmp
@@ -52,6 +53,32 @@ mkdir -p /var/lib/dpkg
 cp /var/lib/dpkg/statoverride /var/lib/dpkg/ 2>/dev/null || : >/var/lib/dpkg/statoverride
 # The binary must be executable by the service user; target/ may not be traversable for it.
 install -m 0755 "$BIN" "$W/nftables-failover"
+
+# The unit's process settings, read from the shipped unit so this test cannot drift from it.
+UNIT=$REPO/systemd/nftables-failover.service
+# The value of a setting that must appear exactly once in the unit.
+unit_setting() {
+    local values
+    values=$(sed -n "s/^$1=//p" "$UNIT")
+    [ -n "$values" ] && [ "$(printf '%s\n' "$values" | wc -l)" = 1 ] ||
+        fail "expected exactly one non-empty $1= in $UNIT, found: ${values:-none}"
+    printf '%s\n' "$values"
+}
+# CapabilityBoundingSet=CAP_A CAP_B … becomes setpriv's "-all,+a,+b,…". An inverted (~) list
+# would mean something else entirely; refuse it rather than reproduce it wrongly.
+caps=$(unit_setting CapabilityBoundingSet)
+case $caps in *"~"*) fail "CapabilityBoundingSet=$caps: an inverted list is not reproduced here" ;; esac
+BSET=-all
+for cap in $caps; do
+    [[ $cap =~ ^CAP_[A-Z_]+$ ]] || fail "CapabilityBoundingSet=: unexpected entry '$cap'"
+    name=${cap#CAP_}
+    BSET+=",+${name,,}"
+done
+UMASK=$(unit_setting UMask)
+[[ $UMASK =~ ^0[0-7]{3}$ ]] || fail "UMask=$UMASK: expected four octal digits"
+# ProtectProc= and ProcSubset= become the hidepid= and subset= options of the unit's /proc.
+PROC_OPTS=hidepid=$(unit_setting ProtectProc),subset=$(unit_setting ProcSubset)
+step "the unit's bounding set: $BSET; umask $UMASK; /proc $PROC_OPTS"
 
 step "install as the package does: sudoers file (the only sudo rule), postinst, configs"
 find /etc/sudoers.d -mindepth 1 -delete
@@ -91,7 +118,7 @@ chmod 0755 "$W/systemctl"
 [ -x /usr/bin/systemctl ] || fail "/usr/bin/systemctl is missing (install systemd); the sudoers rule names it"
 mount --bind "$W/systemctl" /usr/bin/systemctl
 
-step "the unit's sandbox: ProtectSystem=strict, ProtectHome, Runtime/StateDirectory"
+step "the unit's sandbox: ProtectSystem=strict, ProtectHome, ProtectProc, Runtime/StateDirectory"
 # RuntimeDirectory=nftables-failover, RuntimeDirectoryMode=0700; StateDirectory, mode 0750.
 install -d -o "$SVC_USER" -g "$SVC_USER" -m 0700 /run/nftables-failover
 install -d -o "$SVC_USER" -g "$SVC_USER" -m 0750 /var/lib/nftables-failover
@@ -112,6 +139,9 @@ done
 for ro in / /etc /run /var/lib /usr/bin/systemctl; do
     mount -o remount,bind,ro "$ro"
 done
+# ProtectProc=/ProcSubset=: systemd gives the unit its own /proc instance with these options.
+mount -t proc -o "$PROC_OPTS" proc /proc
+[ -e /proc/sys ] && fail "/proc/sys is visible; ProcSubset= is not reproduced"
 touch /etc/nftables.d/probe 2>/dev/null && fail "/etc/nftables.d is writable; the sandbox is not in place"
 touch /run/sudo-probe 2>/dev/null && fail "/run is writable; the sandbox is not in place"
 
@@ -128,17 +158,28 @@ while True:
 "${T[@]}" bash -c "until (exec 3<>/dev/tcp/127.0.0.2/$PORT) 2>/dev/null; do sleep 0.05; done" ||
     fail "the listener did not come up"
 
-# Runs a command as the service user, as systemd would: no supplementary groups but its own,
-# a clean environment with RUNTIME_DIRECTORY. Output goes to $W/out and $W/err.
+# Runs a command as the service user, as systemd would: the unit's capability bounding set
+# (inherited by sudo and by the nft it runs as root) and umask, no supplementary groups but its
+# own, a clean environment with RUNTIME_DIRECTORY. Output goes to $W/out and $W/err.
 as_user() {
     local rc=0
-    "${T[@]}" setpriv --reuid="$SVC_USER" --regid="$SVC_USER" --init-groups "${PRIV[@]}" \
-        env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin RUNTIME_DIRECTORY=/run/nftables-failover \
-        "$@" >"$W/out" 2>"$W/err" || rc=$?
+    (
+        umask "$UMASK"
+        exec "${T[@]}" setpriv --bounding-set "$BSET" \
+            --reuid="$SVC_USER" --regid="$SVC_USER" --init-groups "${PRIV[@]}" \
+            env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin RUNTIME_DIRECTORY=/run/nftables-failover \
+            "$@"
+    ) >"$W/out" 2>"$W/err" || rc=$?
     return $rc
 }
 PRIV=()
 show() { sed 's/^/    /' "$W/err" "$W/out" >&2; }
+
+# The reproduction itself: a process started like the service has exactly the unit's bounding set.
+as_user setpriv -d || { show; fail "setpriv -d as $SVC_USER failed"; }
+got=$(sed -n 's/^Capability bounding set: //p' "$W/out" | tr ',' '\n' | sort)
+want=$(tr ',' '\n' <<<"${BSET#-all,}" | tr -d + | sort)
+[ -n "$want" ] && [ "$got" = "$want" ] || { show; fail "bounding set is '$got', expected '$want'"; }
 
 step "run as $SVC_USER: checks, staged check, write, main check and reload via sudo"
 rc=0
@@ -154,7 +195,12 @@ for define in "endpoint_filer_v4 = 127.0.0.2" "endpoint_print_v4 = 127.0.0.2" "m
     grep -qx "define $define" /etc/nftables.d/addons/failover.nft ||
         fail "the include lacks 'define $define'"
 done
-[ "$(stat -c %U /etc/nftables.d/addons/failover.nft)" = "$SVC_USER" ] || fail "include not written by $SVC_USER"
+[ "$(stat -c '%U %a' /etc/nftables.d/addons/failover.nft)" = "$SVC_USER 640" ] ||
+    fail "include is $(stat -c '%U %a' /etc/nftables.d/addons/failover.nft), expected $SVC_USER 640"
+# The lock file takes the unit's UMask= (nothing sets its mode): proof the umask is reproduced.
+lock_mode=$(printf '%o' $((0666 & ~8#$UMASK)))
+[ "$(stat -c %a /etc/nftables.d/addons/.failover.nft.lock)" = "$lock_mode" ] ||
+    fail "lock file mode $(stat -c %a /etc/nftables.d/addons/.failover.nft.lock), expected $lock_mode from UMask=$UMASK"
 ruleset=$("${T[@]}" nft list ruleset)
 echo "$ruleset" | grep -q "ip daddr 127.0.0.2 tcp dport 443 accept" ||
     fail "the reload did not apply the selected address; ruleset:
@@ -174,6 +220,9 @@ grep -q "sudo" "$W/err" && { show; fail "an unchanged run must not run sudo"; }
 
 step "sudo allows the user exactly the three command lines"
 as_user sudo -n /usr/sbin/nft -c -f /etc/nftables.conf || { show; fail "positive control: the allowed check was refused"; }
+# Not a word from sudo either: e.g. without CAP_AUDIT_WRITE in the bounding set it still runs the
+# command but warns "unable to send audit message", and the audit record is lost.
+[ -s "$W/err" ] && { show; fail "the allowed sudo command printed warnings"; }
 refused() {
     if as_user sudo -n "$@"; then
         show
@@ -213,12 +262,34 @@ grep -q "hint: sudo refused" "$W/err" || fail "no 'hint: sudo refused' in the er
 [ -e /etc/nftables.d/addons/failover.nft ] && fail "the include was installed although its check was refused"
 umount /etc/sudoers.d
 
-step "postrm purge: user, group and state removed, leftovers handed to root"
+step "postrm purge: user, group and state removed, leftovers (not link targets) handed to root"
 for rw in / /etc /run /var/lib; do
     mount -o remount,bind,rw "$rw"
 done
 umount /var/lib/nftables-failover
+# The service user can plant symlinks in the addons directory: purge must re-own the links, not
+# what they point to (a root:shadow file like /etc/shadow, another user's file), also below a
+# subdirectory the user made.
+install -o root -g shadow -m 0640 /dev/null /etc/victim-shadow
+install -o nobody -g nogroup -m 0600 /dev/null /etc/victim-nobody
+as_user ln -s /etc/victim-shadow /etc/nftables.d/addons/shadow.nft || { show; fail "cannot plant a symlink as $SVC_USER"; }
+as_user mkdir /etc/nftables.d/addons/sub || { show; fail "cannot make a directory as $SVC_USER"; }
+as_user ln -s /etc/victim-nobody /etc/nftables.d/addons/sub/nobody || { show; fail "cannot plant a symlink as $SVC_USER"; }
+[ "$(stat -c %U /etc/nftables.d/addons/shadow.nft)" = "$SVC_USER" ] || fail "the planted link is not $SVC_USER's"
+[ -e /etc/nftables.d/addons/.failover.nft.applied ] || as_user touch /etc/nftables.d/addons/.failover.nft.applied
 "${T[@]}" sh "$REPO/debian/postrm" purge
+for victim in "/etc/victim-shadow root:shadow 640" "/etc/victim-nobody nobody:nogroup 600"; do
+    read -r path owner mode <<<"$victim"
+    [ "$(stat -c '%U:%G %a' "$path")" = "$owner $mode" ] ||
+        fail "postrm purge followed a planted symlink: $path is now $(stat -c '%U:%G %a' "$path"), was $owner $mode"
+done
+for link in shadow.nft sub/nobody; do
+    [ "$(stat -c %U:%G "/etc/nftables.d/addons/$link")" = root:root ] ||
+        fail "postrm purge did not hand the link $link to root: $(stat -c %U:%G "/etc/nftables.d/addons/$link")"
+done
+for own in .failover.nft.lock .failover.nft.applied; do
+    [ -e "/etc/nftables.d/addons/$own" ] && fail "postrm purge left $own"
+done
 getent passwd "$SVC_USER" >/dev/null && fail "postrm purge left user $SVC_USER"
 getent group "$SVC_USER" >/dev/null && fail "postrm purge left group $SVC_USER"
 [ -e /var/lib/nftables-failover ] && fail "postrm purge left /var/lib/nftables-failover"
