@@ -187,7 +187,7 @@ fn main_config_check_failure_restores_the_previous_include() {
         assert_exit(&out, 1);
         let log = stderr(&out);
         assert!(log.contains("check of the main config failed"), "{log}");
-        assert!(log.contains("restored the previous"), "{log}");
+        assert!(log.contains("restored the last applied"), "{log}");
         assert_eq!(f.output_text().as_deref(), Some(OLD));
         use std::os::unix::fs::PermissionsExt;
         assert_eq!(
