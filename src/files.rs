@@ -66,6 +66,13 @@ pub fn read_regular(
     {
         Ok(f) => f,
         Err(e) if e.kind() == ErrorKind::NotFound => return Ok(None),
+        Err(e) if e.raw_os_error() == Some(libc::ELOOP) && !follow_links => {
+            return Err(refuse(format!(
+                "{}, and this file is never read through a symlink; replace the link with the \
+                 file itself",
+                open_failure(path, &e, false)
+            )));
+        }
         Err(e) => return Err(refuse(open_failure(path, &e, follow_links))),
     };
     let meta = file.metadata().map_err(|e| refuse(e.to_string()))?;
@@ -102,11 +109,9 @@ pub fn read_include(path: &Path) -> Result<Option<Vec<u8>>, ReadError> {
 /// Why an open failed, in words: a symlink or other non-regular file says what it is.
 fn open_failure(path: &Path, error: &std::io::Error, follow_links: bool) -> String {
     match fs::symlink_metadata(path) {
-        Ok(m) if m.file_type().is_symlink() && !follow_links => format!(
-            "it is a symlink to {}, and this file is never read through a symlink; \
-             replace the link with the file itself",
-            link_target(path)
-        ),
+        Ok(m) if m.file_type().is_symlink() && !follow_links => {
+            format!("it is a symlink to {}", link_target(path))
+        }
         Ok(m) if !m.is_file() && !m.file_type().is_symlink() => {
             format!("it is {}, not a regular file", kind(m.file_type()))
         }
