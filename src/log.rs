@@ -34,29 +34,36 @@ pub fn log(level: Level, msg: &str) {
         return;
     }
     let journal = std::env::var_os("JOURNAL_STREAM").is_some();
-    // Multi-line messages (nft's error output) get a priority on every line in the journal,
-    // and a prefix on the first line only on a terminal. Other control characters are escaped,
-    // so that text from files or commands cannot rewrite a line (\r) or the terminal (ESC).
+    eprint!("{}", render(level, msg, journal));
+}
+
+/// The lines `log` writes for one message. Multi-line messages (nft's error output) get a
+/// priority on every line in the journal, and a prefix on the first line only on a terminal.
+/// Other control characters are escaped, so that text from files or commands cannot rewrite a
+/// line (`\r`) or the terminal (ESC).
+fn render(level: Level, msg: &str, journal: bool) -> String {
+    let mut out = String::with_capacity(msg.len() + 16);
     for (i, line) in msg.lines().enumerate() {
         let line = escape(line, true);
-        if journal {
-            let prio = match level {
-                Level::Error => 3,
-                Level::Warn => 4,
-                Level::Info => 6,
-                Level::Debug => 7,
-            };
-            eprintln!("<{prio}>{line}");
+        let prefix = if journal {
+            match level {
+                Level::Error => "<3>",
+                Level::Warn => "<4>",
+                Level::Info => "<6>",
+                Level::Debug => "<7>",
+            }
         } else if i > 0 {
-            eprintln!("{line}");
+            ""
         } else {
             match level {
-                Level::Error => eprintln!("error: {line}"),
-                Level::Warn => eprintln!("warning: {line}"),
-                Level::Info | Level::Debug => eprintln!("{line}"),
+                Level::Error => "error: ",
+                Level::Warn => "warning: ",
+                Level::Info | Level::Debug => "",
             }
-        }
+        };
+        let _ = writeln!(out, "{prefix}{line}");
     }
+    out
 }
 
 pub fn error(msg: &str) {
@@ -113,7 +120,18 @@ mod tests {
             escape_controls("a\nb\rc\td\x1b[2Je\u{7f}f\u{85}"),
             r"a\nb\rc\td\x1b[2Je\x7ff\u{85}"
         );
-        // Log lines keep their tabs (nft's output uses them).
-        assert_eq!(escape("a\tb\rc", true), "a\tb\\rc");
+    }
+
+    #[test]
+    fn log_lines_keep_newlines_and_tabs_and_escape_the_rest() {
+        let msg = "nft said:\n\tline 1\x1b[2K\rerror: forged\r\nend";
+        assert_eq!(
+            render(Level::Warn, msg, false),
+            "warning: nft said:\n\tline 1\\x1b[2K\\rerror: forged\nend\n"
+        );
+        assert_eq!(
+            render(Level::Error, msg, true),
+            "<3>nft said:\n<3>\tline 1\\x1b[2K\\rerror: forged\n<3>end\n"
+        );
     }
 }
