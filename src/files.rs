@@ -66,7 +66,10 @@ pub fn read_regular(
     {
         Ok(f) => f,
         Err(e) if e.kind() == ErrorKind::NotFound => return Ok(None),
-        Err(e) if e.raw_os_error() == Some(libc::ELOOP) && !follow_links => {
+        Err(e)
+            if !follow_links
+                && fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_symlink()) =>
+        {
             return Err(refuse(format!(
                 "{}, and this file is never read through a symlink; replace the link with the \
                  file itself",
@@ -136,7 +139,7 @@ fn kind(t: FileType) -> &'static str {
     } else if t.is_socket() {
         "a socket"
     } else {
-        "not a regular file"
+        "an unknown kind of file"
     }
 }
 
