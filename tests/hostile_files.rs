@@ -324,8 +324,7 @@ fn a_lock_left_by_root_is_usable_by_the_service_user() {
         assert_exit(&out, 0);
         // "unchanged" is only logged after the lock was taken.
         assert!(log.contains("failover.nft: unchanged"), "{log}");
-        assert!(log.contains("ignoring the state file"), "{log}");
-        assert!(log.contains("cannot save state"), "{log}");
+        assert!(log.contains("error: cannot write the state in "), "{log}");
         assert_eq!(fs::read(&f.output).unwrap(), include);
         assert_eq!(f.nft_calls().len(), calls);
     });
