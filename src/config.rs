@@ -198,7 +198,8 @@ impl fmt::Display for Value {
 /// Why a config file was refused: a syntax error with its position, or every semantic problem.
 #[derive(Debug)]
 pub enum ConfigError {
-    Read(PathBuf, std::io::Error),
+    /// The file is missing, not a regular file, too large, unreadable or not UTF-8.
+    Read(PathBuf, String),
     Syntax(PathBuf, jsonc::SyntaxError),
     Invalid(PathBuf, Vec<String>),
 }
@@ -234,9 +235,20 @@ impl fmt::Display for ConfigError {
 
 impl std::error::Error for ConfigError {}
 
+/// The most the config may have: 10,000 candidates take well under 1 MiB.
+const CONFIG_CAP: u64 = crate::files::READ_CAP;
+
+/// Reads and validates the config. A symlink is followed (an admin may keep the config
+/// elsewhere); a FIFO, a device or a file over `CONFIG_CAP` is refused without blocking.
 pub fn load(path: &Path) -> Result<Config, ConfigError> {
+    let refused = |why: String| ConfigError::Read(path.to_path_buf(), why);
+    let bytes = match crate::files::read_regular(path, CONFIG_CAP, true) {
+        Ok(Some(b)) => b,
+        Ok(None) => return Err(refused("it does not exist".into())),
+        Err(e) => return Err(refused(e.reason)),
+    };
     let text =
-        std::fs::read_to_string(path).map_err(|e| ConfigError::Read(path.to_path_buf(), e))?;
+        String::from_utf8(bytes).map_err(|e| refused(format!("it is not UTF-8 text ({e})")))?;
     parse(&text, path)
 }
 
@@ -441,7 +453,8 @@ fn validate_variable(
     global: &Settings,
     problems: &mut Vec<String>,
 ) -> Option<Variable> {
-    let at = format!("failover.{name}");
+    // Escaped: the name comes from the file and must not break the message into lines.
+    let at = format!("failover.{}", crate::log::escape_controls(name));
     let before = problems.len();
     if !is_identifier(name) {
         problems.push(format!(
@@ -812,6 +825,20 @@ mod tests {
             let text = format!(r#"{{"failover": {{"{name}": {{"ip4": "1.1.1.1", "port": 1}}}}}}"#);
             let p = one_problem(&text);
             assert!(p.contains("is not an nft identifier"), "{name}: {p}");
+        }
+    }
+
+    #[test]
+    fn control_characters_in_names_are_escaped_in_messages() {
+        let text = r#"{"failover": {"a\nerror: forged\u001b[31m": {"ip4": "1.1.1.1", "port": 0}}}"#;
+        let p = problems(text);
+        assert_eq!(p.len(), 2, "{p:#?}");
+        for line in &p {
+            assert!(!line.contains(['\n', '\x1b']), "{line:?}");
+            assert!(
+                line.starts_with(r"failover.a\nerror: forged\x1b[31m"),
+                "{line:?}"
+            );
         }
     }
 

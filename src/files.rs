@@ -1,15 +1,151 @@
-//! Files the run keeps: atomic replacement of the include and the state, and the lock that
-//! serialises runs. Effects only; callers decide what to write.
+//! Files the run keeps: bounded reads of the config, state and include, atomic replacement of
+//! the include and the state, and the lock that serialises runs. Effects only; callers decide
+//! what to read and write.
+//!
+//! Every path here sits in a directory that others may be able to write (the addon directory is
+//! group-writable), so nothing may block, read without bound or act through a link that the
+//! caller did not ask to follow.
 
-use anyhow::{Context, Result};
-use std::fs::{self, File};
-use std::io::Write;
-use std::os::unix::fs::{MetadataExt, PermissionsExt};
-use std::path::Path;
+use anyhow::{Context, Result, bail};
+use std::fmt;
+use std::fs::{self, File, FileType, OpenOptions};
+use std::io::{ErrorKind, Read, Write};
+use std::os::unix::fs::{FileTypeExt, MetadataExt, OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 /// Mode of an include we create; an existing one keeps its own mode and owner.
 const NEW_FILE_MODE: u32 = 0o640;
+
+/// The bits a copied mode keeps: never world-writable, never setuid, setgid or sticky.
+const COPIED_MODE_MASK: u32 = 0o775;
+
+/// Mode of the lock file: only the owner and the directory's group may open it, since anyone
+/// who can open it can hold it and make every run give way.
+const LOCK_MODE: u32 = 0o660;
+
+/// The most this reads of the config, the state or the include. A config with 10,000
+/// candidates is well under 1 MiB, its state a few MiB.
+pub const READ_CAP: u64 = 16 << 20;
+
+/// Why a file was not read: the path and what is wrong with it.
+#[derive(Debug)]
+pub struct ReadError {
+    pub path: PathBuf,
+    pub reason: String,
+}
+
+impl fmt::Display for ReadError {
+    fn fmt(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        write!(f, "cannot read {}: {}", self.path.display(), self.reason)
+    }
+}
+
+impl std::error::Error for ReadError {}
+
+/// Reads a regular file of at most `cap` bytes; `None` if it does not exist.
+///
+/// The open never blocks (`O_NONBLOCK`: a FIFO opens at once and is then refused) and, unless
+/// `follow_links`, does not follow a symlink in the last path component. Anything but a regular
+/// file is refused, and so is a file larger than `cap`, without reading it.
+pub fn read_regular(
+    path: &Path,
+    cap: u64,
+    follow_links: bool,
+) -> Result<Option<Vec<u8>>, ReadError> {
+    let refuse = |reason: String| ReadError {
+        path: path.to_path_buf(),
+        reason,
+    };
+    let nofollow = if follow_links { 0 } else { libc::O_NOFOLLOW };
+    // std adds O_CLOEXEC itself.
+    let file = match OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK | nofollow)
+        .open(path)
+    {
+        Ok(f) => f,
+        Err(e) if e.kind() == ErrorKind::NotFound => return Ok(None),
+        Err(e)
+            if !follow_links
+                && fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_symlink()) =>
+        {
+            return Err(refuse(format!(
+                "{}, and this file is never read through a symlink; replace the link with the \
+                 file itself",
+                open_failure(path, &e, false)
+            )));
+        }
+        Err(e) => return Err(refuse(open_failure(path, &e, follow_links))),
+    };
+    let meta = file.metadata().map_err(|e| refuse(e.to_string()))?;
+    if !meta.is_file() {
+        return Err(refuse(format!(
+            "it is {}, not a regular file",
+            kind(meta.file_type())
+        )));
+    }
+    if meta.len() > cap {
+        return Err(refuse(format!(
+            "it is {} bytes, more than the {cap} this reads",
+            meta.len()
+        )));
+    }
+    let mut bytes = Vec::with_capacity(meta.len() as usize);
+    // One byte over the cap tells a file that grew since the fstat from one that fits.
+    file.take(cap + 1)
+        .read_to_end(&mut bytes)
+        .map_err(|e| refuse(e.to_string()))?;
+    if bytes.len() as u64 > cap {
+        return Err(refuse(format!(
+            "it is more than the {cap} bytes this reads"
+        )));
+    }
+    Ok(Some(bytes))
+}
+
+/// Reads the include on disk (`--output`): never through a symlink, at most `READ_CAP` bytes.
+pub fn read_include(path: &Path) -> Result<Option<Vec<u8>>, ReadError> {
+    read_regular(path, READ_CAP, false)
+}
+
+/// Why an open failed, in words: a symlink or other non-regular file says what it is.
+fn open_failure(path: &Path, error: &std::io::Error, follow_links: bool) -> String {
+    match fs::symlink_metadata(path) {
+        Ok(m) if m.file_type().is_symlink() && !follow_links => {
+            format!("it is a symlink to {}", link_target(path))
+        }
+        Ok(m) if !m.is_file() && !m.file_type().is_symlink() => {
+            format!("it is {}, not a regular file", kind(m.file_type()))
+        }
+        _ => error.to_string(),
+    }
+}
+
+/// What a file is, for messages: "a FIFO (named pipe)", "a directory", ...
+fn kind(t: FileType) -> &'static str {
+    if t.is_file() {
+        "a regular file"
+    } else if t.is_dir() {
+        "a directory"
+    } else if t.is_symlink() {
+        "a symlink"
+    } else if t.is_fifo() {
+        "a FIFO (named pipe)"
+    } else if t.is_char_device() {
+        "a character device"
+    } else if t.is_block_device() {
+        "a block device"
+    } else if t.is_socket() {
+        "a socket"
+    } else {
+        "an unknown kind of file"
+    }
+}
+
+fn link_target(path: &Path) -> String {
+    fs::read_link(path).map_or_else(|_| "(unreadable)".into(), |t| t.display().to_string())
+}
 
 /// Replaces a file durably and atomically, see `write_atomically`.
 pub fn replace_file(path: &Path, contents: &[u8]) -> Result<()> {
@@ -18,16 +154,37 @@ pub fn replace_file(path: &Path, contents: &[u8]) -> Result<()> {
 
 /// Replaces a file atomically: a temporary file in the same directory, renamed over the
 /// target, so readers see the old or the new bytes, never a mix. `durable` also fsyncs the file
-/// and the directory so the new bytes survive a power cut. An existing file's mode and owner are
-/// kept; a new one gets mode 0640.
+/// and the directory so the new bytes survive a power cut.
+///
+/// An existing regular file's owner and mode are kept, the mode without world-write,
+/// setuid, setgid and sticky bits; a new file gets mode 0640. An existing symlink or other
+/// non-regular file is refused, never replaced: it is the admin's, not ours.
 pub fn write_atomically(path: &Path, contents: &[u8], durable: bool) -> Result<()> {
     let dir = match path.parent() {
         Some(d) if !d.as_os_str().is_empty() => d,
         _ => Path::new("."),
     };
     let name = path.file_name().context("no file name")?.to_string_lossy();
-    let existing = fs::metadata(path).ok();
-    // The leading dot and trailing .tmp keep a leftover out of `include "*.nft"` globs.
+    // lstat: the mode and owner to keep are the file's own, never a link target's.
+    let existing = match fs::symlink_metadata(path) {
+        Ok(m) if m.is_file() => Some(m),
+        Ok(m) if m.file_type().is_symlink() => bail!(
+            "{} is a symlink to {}; refusing to replace it: remove it to let nftables-failover \
+             manage the file",
+            path.display(),
+            link_target(path)
+        ),
+        Ok(m) => bail!(
+            "{} is {}, not a regular file; refusing to replace it: remove it to let \
+             nftables-failover manage the file",
+            path.display(),
+            kind(m.file_type())
+        ),
+        Err(e) if e.kind() == ErrorKind::NotFound => None,
+        Err(e) => return Err(e).with_context(|| format!("cannot stat {}", path.display())),
+    };
+    // The leading dot and trailing .tmp keep a leftover out of `include "*.nft"` globs, and
+    // `remove_stale_temps` finds it by this pattern.
     let mut tmp = tempfile::Builder::new()
         .prefix(&format!(".{name}."))
         .suffix(".tmp")
@@ -35,12 +192,13 @@ pub fn write_atomically(path: &Path, contents: &[u8], durable: bool) -> Result<(
     tmp.write_all(contents)?;
     let mode = existing
         .as_ref()
-        .map_or(NEW_FILE_MODE, |m| m.mode() & 0o7777);
-    tmp.as_file()
-        .set_permissions(fs::Permissions::from_mode(mode))?;
+        .map_or(NEW_FILE_MODE, |m| m.mode() & COPIED_MODE_MASK);
     if let Some(m) = &existing {
+        // Owner first, then the mode: a chown may clear mode bits.
         keep_owner(tmp.as_file(), m, path);
     }
+    tmp.as_file()
+        .set_permissions(fs::Permissions::from_mode(mode))?;
     if durable {
         tmp.as_file().sync_all()?;
     }
@@ -66,18 +224,59 @@ fn keep_owner(file: &File, old: &fs::Metadata, path: &Path) {
     }
 }
 
+/// Deletes the temporary files that an atomic write of `target` left behind when it was
+/// killed (`.NAME.XXXXXX.tmp` beside it). Only regular files are removed; links and anything
+/// else are left alone. Call it under the lock, so that no other run is writing one.
+pub fn remove_stale_temps(target: &Path) {
+    let dir = match target.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    let Some(name) = target.file_name().and_then(|n| n.to_str()) else {
+        return;
+    };
+    let prefix = format!(".{name}.");
+    let Ok(entries) = fs::read_dir(dir) else {
+        return; // a missing or unreadable directory has nothing we could clean
+    };
+    for entry in entries.flatten() {
+        let file_name = entry.file_name();
+        let Some(n) = file_name.to_str() else {
+            continue;
+        };
+        let is_temp =
+            n.len() > prefix.len() + ".tmp".len() && n.starts_with(&prefix) && n.ends_with(".tmp");
+        // DirEntry::file_type does not follow links.
+        if !is_temp || !entry.file_type().is_ok_and(|t| t.is_file()) {
+            continue;
+        }
+        let path = entry.path();
+        match fs::remove_file(&path) {
+            Ok(()) => crate::log::info(&format!(
+                "removed {}, left over from an interrupted write",
+                path.display()
+            )),
+            Err(e) => crate::log::warn(&format!(
+                "cannot remove {}, left over from an interrupted write: {e}",
+                path.display()
+            )),
+        }
+    }
+}
+
+/// The lock file of an include: `.NAME.lock` beside it.
+pub fn lock_path(output: &Path) -> PathBuf {
+    let dir = output.parent().unwrap_or(Path::new("."));
+    let name = output.file_name().unwrap_or_default().to_string_lossy();
+    dir.join(format!(".{name}.lock"))
+}
+
 /// Serialises runs that write the same include: a lock file beside it, held until dropped.
 /// Returns `None` if another run still holds it after `wait`.
 pub fn lock(output: &Path, wait: Duration) -> Result<Option<File>> {
-    let dir = output.parent().unwrap_or(Path::new("."));
-    let name = output.file_name().context("--output has no file name")?;
-    let path = dir.join(format!(".{}.lock", name.to_string_lossy()));
-    let file = fs::OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(&path)
-        .with_context(|| format!("cannot open lock file {}", path.display()))?;
+    output.file_name().context("--output has no file name")?;
+    let path = lock_path(output);
+    let file = open_lock(&path)?;
     let deadline = Instant::now() + wait;
     loop {
         match file.try_lock() {
@@ -93,9 +292,74 @@ pub fn lock(output: &Path, wait: Duration) -> Result<Option<File>> {
     }
 }
 
+/// Opens (creating if needed) the lock file without following a link or blocking on a FIFO,
+/// and gives it mode 0660 and the directory's group, so that runs as root and as the service
+/// user share it and nobody else can open it.
+fn open_lock(path: &Path) -> Result<File> {
+    let file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .mode(LOCK_MODE)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+        .open(path)
+        .map_err(|e| {
+            anyhow::anyhow!(
+                "cannot open lock file {}: {}; remove it, the next run creates it again",
+                path.display(),
+                open_failure(path, &e, false)
+            )
+        })?;
+    let meta = file.metadata()?;
+    if !meta.is_file() {
+        bail!(
+            "cannot use lock file {}: it is {}, not a regular file; remove it, the next run \
+             creates it again",
+            path.display(),
+            kind(meta.file_type())
+        );
+    }
+    // SAFETY: geteuid has no preconditions.
+    let euid = unsafe { libc::geteuid() };
+    if euid == 0 {
+        // Root's lock must stay usable by a later run as the service user: give it the
+        // directory's group (the package makes the addon directory root:nftables-failover).
+        let dir = path.parent().filter(|d| !d.as_os_str().is_empty());
+        if let Ok(d) = fs::metadata(dir.unwrap_or(Path::new(".")))
+            && d.gid() != meta.gid()
+            && let Err(e) = std::os::unix::fs::fchown(&file, None, Some(d.gid()))
+        {
+            crate::log::warn(&format!(
+                "cannot give lock file {} the directory's group {}: {e}",
+                path.display(),
+                d.gid()
+            ));
+        }
+    }
+    // After create (the umask may have taken bits) and on a lock left readable by others.
+    if meta.mode() & 0o7777 != LOCK_MODE && (euid == 0 || meta.uid() == euid) {
+        file.set_permissions(fs::Permissions::from_mode(LOCK_MODE))
+            .with_context(|| format!("cannot set mode 0660 on lock file {}", path.display()))?;
+    }
+    Ok(file)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::os::unix::ffi::OsStrExt;
+
+    fn mkfifo(path: &Path) {
+        let c = std::ffi::CString::new(path.as_os_str().as_bytes()).unwrap();
+        // SAFETY: a valid NUL-terminated path.
+        assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+    }
+
+    fn is_root() -> bool {
+        // SAFETY: geteuid has no preconditions.
+        unsafe { libc::geteuid() == 0 }
+    }
 
     #[test]
     fn replace_file_keeps_mode_and_leaves_no_temp_files() {
@@ -115,6 +379,117 @@ mod tests {
     }
 
     #[test]
+    fn a_copied_mode_loses_world_write_and_special_bits() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("failover.nft");
+        fs::write(&path, "old").unwrap();
+        fs::set_permissions(&path, fs::Permissions::from_mode(0o7777)).unwrap();
+        replace_file(&path, b"new").unwrap();
+        assert_eq!(fs::metadata(&path).unwrap().mode() & 0o7777, 0o775);
+    }
+
+    #[test]
+    fn write_atomically_refuses_links_and_other_non_regular_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let target = dir.path().join("target");
+        fs::write(&target, "theirs").unwrap();
+        fs::set_permissions(&target, fs::Permissions::from_mode(0o666)).unwrap();
+        let link = dir.path().join("failover.nft");
+        std::os::unix::fs::symlink(&target, &link).unwrap();
+        let err = replace_file(&link, b"ours").unwrap_err().to_string();
+        assert!(
+            err.contains("is a symlink to") && err.contains("refusing to replace it: remove it"),
+            "{err}"
+        );
+        assert!(
+            fs::symlink_metadata(&link)
+                .unwrap()
+                .file_type()
+                .is_symlink()
+        );
+        assert_eq!(fs::read(&target).unwrap(), b"theirs");
+
+        let fifo = dir.path().join("state.json");
+        mkfifo(&fifo);
+        let err = write_atomically(&fifo, b"{}", false)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("is a FIFO (named pipe), not a regular file"),
+            "{err}"
+        );
+        assert!(fs::symlink_metadata(&fifo).unwrap().file_type().is_fifo());
+        // No temporary file was left behind by either refusal.
+        assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 3);
+    }
+
+    #[test]
+    fn read_regular_reads_regular_files_and_reports_missing_ones() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("f");
+        assert!(read_regular(&path, 10, false).unwrap().is_none());
+        fs::write(&path, "0123456789").unwrap();
+        assert_eq!(
+            read_regular(&path, 10, false).unwrap().unwrap(),
+            b"0123456789"
+        );
+        let err = read_regular(&path, 9, false).unwrap_err().to_string();
+        assert!(
+            err.ends_with("it is 10 bytes, more than the 9 this reads"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn read_regular_refuses_without_blocking_or_reading_much() {
+        let dir = tempfile::tempdir().unwrap();
+        let fifo = dir.path().join("fifo");
+        mkfifo(&fifo);
+        let big = dir.path().join("big");
+        File::create(&big).unwrap().set_len(100 << 20).unwrap();
+        let regular = dir.path().join("regular");
+        fs::write(&regular, "x").unwrap();
+        let link = dir.path().join("link");
+        std::os::unix::fs::symlink(&regular, &link).unwrap();
+        let zero = dir.path().join("zero");
+        std::os::unix::fs::symlink("/dev/zero", &zero).unwrap();
+
+        let started = Instant::now();
+        let cases = [
+            (
+                fifo.as_path(),
+                true,
+                "it is a FIFO (named pipe), not a regular file",
+            ),
+            (dir.path(), true, "it is a directory, not a regular file"),
+            (&zero, true, "it is a character device, not a regular file"),
+            (
+                &zero,
+                false,
+                "it is a symlink to /dev/zero, and this file is never read through a symlink",
+            ),
+            (&link, false, "it is a symlink to "),
+            (
+                &big,
+                true,
+                "it is 104857600 bytes, more than the 16777216 this reads",
+            ),
+        ];
+        for (path, follow, expected) in cases {
+            let err = read_regular(path, READ_CAP, follow).unwrap_err();
+            let msg = err.to_string();
+            assert!(
+                msg.starts_with(&format!("cannot read {}: ", path.display())),
+                "{msg}"
+            );
+            assert!(msg.contains(expected), "{msg}\nwant: {expected}");
+        }
+        assert!(started.elapsed() < Duration::from_secs(1));
+        // A link is fine where links are followed.
+        assert_eq!(read_regular(&link, 10, true).unwrap().unwrap(), b"x");
+    }
+
+    #[test]
     fn lock_is_exclusive_until_dropped() {
         let dir = tempfile::tempdir().unwrap();
         let out = dir.path().join("failover.nft");
@@ -123,5 +498,83 @@ mod tests {
         assert!(lock(&out, Duration::from_millis(50)).unwrap().is_none());
         drop(held);
         assert!(lock(&out, Duration::ZERO).unwrap().is_some());
+    }
+
+    #[test]
+    fn lock_refuses_links_and_fifos_and_fixes_a_readable_mode() {
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path().join("failover.nft");
+        let path = lock_path(&out);
+        assert_eq!(path, dir.path().join(".failover.nft.lock"));
+
+        let elsewhere = dir.path().join("elsewhere");
+        fs::write(&elsewhere, "").unwrap();
+        std::os::unix::fs::symlink(&elsewhere, &path).unwrap();
+        let err = lock(&out, Duration::ZERO).unwrap_err().to_string();
+        assert!(err.contains("it is a symlink to"), "{err}");
+        fs::remove_file(&path).unwrap();
+
+        mkfifo(&path);
+        let started = Instant::now();
+        let err = lock(&out, Duration::ZERO).unwrap_err().to_string();
+        assert!(started.elapsed() < Duration::from_secs(1));
+        assert!(err.contains("it is a FIFO (named pipe)"), "{err}");
+        fs::remove_file(&path).unwrap();
+
+        fs::write(&path, "").unwrap();
+        fs::set_permissions(&path, fs::Permissions::from_mode(0o644)).unwrap();
+        assert!(lock(&out, Duration::ZERO).unwrap().is_some());
+        assert_eq!(fs::metadata(&path).unwrap().mode() & 0o7777, 0o660);
+    }
+
+    #[test]
+    fn root_gives_the_lock_the_directory_group() {
+        if !is_root() {
+            eprintln!("skipped: needs root to chown");
+            return;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        // No setgid bit: the group must come from the fchown, not from the directory.
+        std::os::unix::fs::chown(dir.path(), None, Some(65534)).unwrap();
+        let out = dir.path().join("failover.nft");
+        assert!(lock(&out, Duration::ZERO).unwrap().is_some());
+        let meta = fs::metadata(lock_path(&out)).unwrap();
+        assert_eq!((meta.gid(), meta.mode() & 0o7777), (65534, 0o660));
+    }
+
+    #[test]
+    fn stale_temps_are_removed_but_links_and_other_files_are_not() {
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path().join("failover.nft");
+        let keep = [
+            "failover.nft",
+            ".failover.nft.lock",
+            ".other.nft.abc123.tmp",
+            ".failover.nft.tmp",
+            ".failover.nft.link01.tmp",
+        ];
+        for n in &keep[..4] {
+            fs::write(dir.path().join(n), "").unwrap();
+        }
+        let victim = dir.path().join("victim");
+        fs::write(&victim, "x").unwrap();
+        std::os::unix::fs::symlink(&victim, dir.path().join(keep[4])).unwrap();
+        fs::write(dir.path().join(".failover.nft.abc123.tmp"), "half").unwrap();
+        fs::create_dir(dir.path().join(".failover.nft.dir999.tmp")).unwrap();
+
+        remove_stale_temps(&out);
+        let mut names: Vec<_> = fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        names.sort();
+        let mut expected: Vec<_> = keep
+            .iter()
+            .map(|s| s.to_string())
+            .chain(["victim".into(), ".failover.nft.dir999.tmp".into()])
+            .collect();
+        expected.sort();
+        assert_eq!(names, expected);
+        assert_eq!(fs::read(&victim).unwrap(), b"x");
     }
 }

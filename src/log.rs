@@ -2,6 +2,8 @@
 //! priority prefixes, which journald turns into real priorities; on a terminal they read
 //! `warning: …` like other command-line tools.
 
+use std::borrow::Cow;
+use std::fmt::Write;
 use std::sync::atomic::{AtomicU8, Ordering};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -32,27 +34,36 @@ pub fn log(level: Level, msg: &str) {
         return;
     }
     let journal = std::env::var_os("JOURNAL_STREAM").is_some();
-    // Multi-line messages (nft's error output) get a priority on every line in the journal,
-    // and a prefix on the first line only on a terminal.
+    eprint!("{}", render(level, msg, journal));
+}
+
+/// The lines `log` writes for one message. Multi-line messages (nft's error output) get a
+/// priority on every line in the journal, and a prefix on the first line only on a terminal.
+/// Other control characters are escaped, so that text from files or commands cannot rewrite a
+/// line (`\r`) or the terminal (ESC).
+fn render(level: Level, msg: &str, journal: bool) -> String {
+    let mut out = String::with_capacity(msg.len() + 16);
     for (i, line) in msg.lines().enumerate() {
-        if journal {
-            let prio = match level {
-                Level::Error => 3,
-                Level::Warn => 4,
-                Level::Info => 6,
-                Level::Debug => 7,
-            };
-            eprintln!("<{prio}>{line}");
+        let line = escape(line, true);
+        let prefix = if journal {
+            match level {
+                Level::Error => "<3>",
+                Level::Warn => "<4>",
+                Level::Info => "<6>",
+                Level::Debug => "<7>",
+            }
         } else if i > 0 {
-            eprintln!("{line}");
+            ""
         } else {
             match level {
-                Level::Error => eprintln!("error: {line}"),
-                Level::Warn => eprintln!("warning: {line}"),
-                Level::Info | Level::Debug => eprintln!("{line}"),
+                Level::Error => "error: ",
+                Level::Warn => "warning: ",
+                Level::Info | Level::Debug => "",
             }
-        }
+        };
+        let _ = writeln!(out, "{prefix}{line}");
     }
+    out
 }
 
 pub fn error(msg: &str) {
@@ -66,4 +77,61 @@ pub fn info(msg: &str) {
 }
 pub fn debug(msg: &str) {
     log(Level::Debug, msg)
+}
+
+/// `text` with every control character written as an escape (`\n`, `\r`, `\t`, `\x1b`), for
+/// names and values from files that a message echoes: they cannot start a new line or drive
+/// the terminal.
+pub fn escape_controls(text: &str) -> Cow<'_, str> {
+    escape(text, false)
+}
+
+fn escape(text: &str, keep_tab: bool) -> Cow<'_, str> {
+    let escaped = |c: char| c.is_control() && !(keep_tab && c == '\t');
+    if !text.chars().any(escaped) {
+        return Cow::Borrowed(text);
+    }
+    let mut out = String::with_capacity(text.len() + 8);
+    for c in text.chars() {
+        match c {
+            _ if !escaped(c) => out.push(c),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            c if c.is_ascii() => {
+                let _ = write!(out, "\\x{:02x}", c as u32);
+            }
+            c => {
+                let _ = write!(out, "\\u{{{:x}}}", c as u32);
+            }
+        }
+    }
+    Cow::Owned(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn control_characters_are_escaped() {
+        assert!(matches!(escape_controls("plain"), Cow::Borrowed("plain")));
+        assert_eq!(
+            escape_controls("a\nb\rc\td\x1b[2Je\u{7f}f\u{85}"),
+            r"a\nb\rc\td\x1b[2Je\x7ff\u{85}"
+        );
+    }
+
+    #[test]
+    fn log_lines_keep_newlines_and_tabs_and_escape_the_rest() {
+        let msg = "nft said:\n\tline 1\x1b[2K\rerror: forged\r\nend";
+        assert_eq!(
+            render(Level::Warn, msg, false),
+            "warning: nft said:\n\tline 1\\x1b[2K\\rerror: forged\nend\n"
+        );
+        assert_eq!(
+            render(Level::Error, msg, true),
+            "<3>nft said:\n<3>\tline 1\\x1b[2K\\rerror: forged\n<3>end\n"
+        );
+    }
 }

@@ -44,7 +44,10 @@ pub fn run(cli: &Cli) -> u8 {
         match files::lock(&cli.output, LOCK_WAIT) {
             Ok(Some(lock)) => Some(lock),
             Ok(None) => {
-                log::info("another run is still going; leaving this one to it");
+                log::warn(&format!(
+                    "another run holds {} after {LOCK_WAIT:?}; leaving the work to it",
+                    files::lock_path(&cli.output).display()
+                ));
                 return EXIT_OK;
             }
             Err(e) => {
@@ -53,6 +56,9 @@ pub fn run(cli: &Cli) -> u8 {
             }
         }
     };
+    if _lock.is_some() {
+        files::remove_stale_temps(&cli.output);
+    }
     // A state that cannot be saved goes stale; deciding from it would freeze the counters.
     let keep_state = cli.dry_run || state_writable(cli);
     let previous = if keep_state {
@@ -63,7 +69,7 @@ pub fn run(cli: &Cli) -> u8 {
     let (on_disk, record) = match read_include(cli) {
         Ok(x) => x,
         Err(e) => {
-            log::error(&format!("{e:#}"));
+            log::error(&format!("{e:#}; nothing was changed"));
             return EXIT_FAILED;
         }
     };
@@ -167,11 +173,7 @@ fn state_writable(cli: &Cli) -> bool {
 
 /// The include on disk and the record of what was last applied.
 fn read_include(cli: &Cli) -> anyhow::Result<(Option<Vec<u8>>, Option<apply::InEffect>)> {
-    let on_disk = match std::fs::read(&cli.output) {
-        Ok(bytes) => Some(bytes),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
-        Err(e) => anyhow::bail!("cannot read {}: {e}", cli.output.display()),
-    };
+    let on_disk = files::read_include(&cli.output)?;
     Ok((on_disk, apply::read_record(&cli.output)?))
 }
 

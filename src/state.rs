@@ -86,12 +86,19 @@ pub enum LoadProblem {
     Unusable(String),
 }
 
-/// Reads the state file; `Err` says why it is treated as empty.
+/// Reads the state file; `Err` says why it is treated as empty. Only a regular file of at
+/// most `READ_CAP` bytes is read, never through a symlink: the state directory is the service
+/// user's, and a planted link, FIFO or huge file must neither block the run nor be read.
 pub fn load(path: &Path) -> Result<State, LoadProblem> {
-    let text = match std::fs::read(path) {
-        Ok(t) => t,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Err(LoadProblem::Missing),
-        Err(e) => return Err(LoadProblem::Unusable(format!("cannot read it: {e}"))),
+    let text = match crate::files::read_regular(path, crate::files::READ_CAP, false) {
+        Ok(Some(t)) => t,
+        Ok(None) => return Err(LoadProblem::Missing),
+        Err(e) => {
+            return Err(LoadProblem::Unusable(format!(
+                "cannot read it: {}",
+                e.reason
+            )));
+        }
     };
     match serde_json::from_slice::<State>(&text) {
         Ok(s) if s.version == VERSION => Ok(s),
@@ -112,8 +119,10 @@ pub fn load_or_empty(path: &Path) -> State {
             State::default()
         }
         Err(LoadProblem::Unusable(why)) => {
-            crate::log::warn(&format!(
-                "{}: ignoring the state file, {why}; starting without history",
+            // An error, not a warning: history is lost (fall/rise counters start over), and a
+            // file that is not ours may mean someone is tampering with the state directory.
+            crate::log::error(&format!(
+                "{}: ignoring the state file, which is unusable: {why}; starting without history",
                 path.display()
             ));
             State::default()
@@ -202,5 +211,14 @@ mod tests {
         assert_eq!(load_or_empty(&path), State::default());
         std::fs::write(&path, r#"{"version": 99}"#).unwrap();
         assert!(matches!(load(&path), Err(LoadProblem::Unusable(w)) if w.contains("version 99")));
+
+        std::fs::remove_file(&path).unwrap();
+        std::os::unix::fs::symlink("/dev/zero", &path).unwrap();
+        assert!(
+            matches!(load(&path), Err(LoadProblem::Unusable(w)) if w.contains("symlink to /dev/zero"))
+        );
+        // Saving refuses to replace the link, so whatever it points at is never written.
+        let err = save(&path, &State::default()).unwrap_err().to_string();
+        assert!(err.contains("refusing to replace it"), "{err}");
     }
 }

@@ -106,7 +106,7 @@ fn build(cli: &Cli, args: &StatusArgs) -> Result<Report, String> {
             return Err(format!("state file {}: {why}", cli.state.display()));
         }
     };
-    let on_disk = std::fs::read(&cli.output).ok();
+    let on_disk = crate::files::read_include(&cli.output).ok().flatten();
     let record = apply::read_record(&cli.output).map_err(|e| format!("{e:#}"))?;
     let in_effect = apply::in_effect(on_disk.as_deref(), record.as_ref());
     let eval = evaluate::evaluate(&config, &previous, in_effect, args.check, cli.timeout)
