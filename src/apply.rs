@@ -3,7 +3,7 @@
 //! applied include byte for byte if any step after the replacement fails.
 
 use crate::command::Runner;
-use crate::files::replace_file;
+use crate::files::{self, replace_file};
 use crate::render;
 use anyhow::{Context, Result, bail};
 use std::ffi::OsString;
@@ -90,14 +90,12 @@ pub fn record_path(output: &Path) -> PathBuf {
 }
 
 /// Reads the last-applied record of `output`; `None` if there is none.
+/// Read like the include itself: a regular file, never through a link, bounded.
 pub fn read_record(output: &Path) -> Result<Option<InEffect>> {
-    let path = record_path(output);
-    match fs::read(&path) {
-        Ok(b) if b.is_empty() => Ok(Some(InEffect::Absent)),
-        Ok(b) => Ok(Some(InEffect::Bytes(b))),
-        Err(e) if e.kind() == ErrorKind::NotFound => Ok(None),
-        Err(e) => Err(e).with_context(|| format!("cannot read {}", path.display())),
-    }
+    Ok(files::read_include(&record_path(output))?.map(|b| match b.is_empty() {
+        true => InEffect::Absent,
+        false => InEffect::Bytes(b),
+    }))
 }
 
 /// Records what is in effect now (durably: it is the rollback target).

@@ -226,6 +226,26 @@ fn hostile_include_is_refused() {
 }
 
 #[test]
+fn hostile_last_applied_record_is_refused() {
+    let record = |f: &Fixture| f.addon_dir.join(".failover.nft.applied");
+    for kind in ALL {
+        let why = match kind {
+            Hostile::Fifo => "it is a FIFO (named pipe), not a regular file",
+            Hostile::DevZero => "it is a symlink to /dev/zero, and this file is never read",
+            Hostile::Big => "it is 104857600 bytes, more than the 16777216 this reads",
+            Hostile::Link => "it is a symlink to ",
+        };
+        hostile_run(
+            record,
+            kind,
+            1,
+            &["error: cannot read ", "/.failover.nft.applied: ", why],
+            true,
+        );
+    }
+}
+
+#[test]
 fn hostile_lock_is_refused() {
     for kind in ALL {
         let why = match kind {
