@@ -1,9 +1,10 @@
 //! The text of the failover include and of the staged check config. Pure.
 
-use crate::config::Config;
+use crate::config::{self, Config};
+use crate::jsonc::Json;
 use crate::select::Choice;
 use md5::{Digest, Md5};
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::fmt::Write;
 use std::path::Path;
 
@@ -12,18 +13,76 @@ const STAGED_MAIN_TEMPLATE: &str = include_str!("../templates/staged-main.nft");
 
 /// The include file: the header, then `define NAME_v4 = …` and `define NAME_v6 = …` per variable
 /// in config order. Nothing in it depends on time, so equal health renders equal bytes.
+///
+/// A rendered value can come from the config, the state file or the include on disk. Whatever
+/// its source, a define whose name is not an identifier or whose value is not a [`is_literal`]
+/// is left out rather than written: the include then cannot carry nft syntax, and a ruleset
+/// that uses the missing define fails the staged `nft -c`, so nothing is installed.
 pub fn include(config: &Config, choices: &[Choice]) -> String {
     let mut defines = String::new();
     for c in choices {
         let name = &config.variables[c.variable].name;
-        let _ = writeln!(
-            defines,
-            "define {name}_{} = {}",
-            c.family.suffix(),
-            c.rendered
-        );
+        if config::is_identifier(name) && is_literal(&c.rendered) {
+            let _ = writeln!(
+                defines,
+                "define {name}_{} = {}",
+                c.family.suffix(),
+                c.rendered
+            );
+        }
     }
     INCLUDE_TEMPLATE.replace("{defines}\n", &defines)
+}
+
+/// Whether `s` is one of the literals a config may render, in the form it renders them: a
+/// non-negative integer, `0x` and up to 16 hex digits, an IPv4 address, a canonical IPv6
+/// address (RFC 5952) or a plain identifier `[A-Za-z_][A-Za-z0-9_]*`. None of these can hold a
+/// space, quote, `;`, brace or newline, so a define with such a value stays one nft token.
+pub fn is_literal(s: &str) -> bool {
+    // The config's own parser, plus a round trip: "+1", "007" or "2001:DB8::1" parse, but are
+    // never what a validated config renders.
+    config::parse_value(&Json::String(s.to_string())).is_some_and(|v| v.to_string() == s)
+}
+
+/// Checks that `text` is an include as [`include`] writes it: the header lines of the template,
+/// then only `define NAME_v4 = LITERAL` / `define NAME_v6 = LITERAL` lines, each name once.
+/// The error names the first offending line, for the caller to log before refusing the text.
+pub fn validate_include(text: &str) -> Result<(), String> {
+    let (head, tail) = INCLUDE_TEMPLATE
+        .split_once("{defines}\n")
+        .expect("the include template has a {defines} line");
+    let body = text
+        .strip_prefix(head)
+        .ok_or("it does not start with the failover include header")?;
+    let body = body
+        .strip_suffix(tail)
+        .ok_or("it does not end with the failover include footer")?;
+    if !body.is_empty() && !body.ends_with('\n') {
+        return Err("its last line is not terminated by a newline".into());
+    }
+    let first = head.lines().count() + 1;
+    let mut seen = HashSet::new();
+    for (i, line) in body.lines().enumerate() {
+        let at = first + i;
+        let Some((name, _)) = define_line(line) else {
+            return Err(format!(
+                "line {at}: {line:?} is not `define NAME_v4 = LITERAL` or `define NAME_v6 = LITERAL`"
+            ));
+        };
+        if !seen.insert(name) {
+            return Err(format!("line {at}: {name} is defined twice"));
+        }
+    }
+    Ok(())
+}
+
+/// `define NAME_vX = LITERAL` exactly as [`include`] writes it, split into name and literal.
+fn define_line(line: &str) -> Option<(&str, &str)> {
+    let (name, value) = line.strip_prefix("define ")?.split_once(" = ")?;
+    let stem = name
+        .strip_suffix("_v4")
+        .or_else(|| name.strip_suffix("_v6"))?;
+    (config::is_identifier(stem) && is_literal(value)).then_some((name, value))
 }
 
 /// The staged main config: includes the candidate include first, then the other files.
@@ -55,12 +114,15 @@ pub fn md5_hex(bytes: &[u8]) -> String {
         })
 }
 
-/// The `define NAME = VALUE` pairs of an include we rendered earlier, to log what changed.
+/// The `define NAME = VALUE` pairs of an include we rendered earlier: to log what changed, and
+/// to know what is live for `all_down: "keep"`. Only identifier names with [`is_literal`] values
+/// are returned, so whatever else the file on disk holds is never carried into a new include.
 pub fn parse_defines(text: &str) -> HashMap<&str, &str> {
     text.lines()
         .filter_map(|l| l.strip_prefix("define "))
         .filter_map(|l| l.split_once(" = "))
         .map(|(k, v)| (k.trim(), v.trim()))
+        .filter(|(k, v)| config::is_identifier(k) && is_literal(v))
         .collect()
 }
 
@@ -149,5 +211,106 @@ mod tests {
         let d = parse_defines(text);
         assert_eq!(d["a_v4"], "10.0.0.1");
         assert_eq!(d["a_v6"], "::");
+    }
+
+    #[test]
+    fn is_literal_takes_exactly_the_rendered_forms() {
+        for ok in [
+            "0",
+            "200",
+            "18446744073709551615",
+            "0x1F",
+            "0xffffffffffffffff",
+            "10.0.0.1",
+            "0.0.0.0",
+            "::",
+            "2001:db8::1",
+            "wan_a",
+            "_",
+            "A1",
+        ] {
+            assert!(is_literal(ok), "{ok:?}");
+        }
+        for bad in [
+            "",
+            " 1",
+            "1 ",
+            "+1",
+            "007",
+            "-1",
+            "18446744073709551616",
+            "0x",
+            "0x12345678901234567",
+            "0xg",
+            "2001:DB8::1",
+            "2001:db8:0::1",
+            "10.0.0.1/24",
+            "1; flush ruleset",
+            "a\n table x {}",
+            "a\"b",
+            "}",
+            "a-b",
+            "ä",
+            "1.5",
+        ] {
+            assert!(!is_literal(bad), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn include_leaves_out_values_that_are_not_literals() {
+        let config = config::parse(
+            r#"{"failover": {"a": {"ip4": "10.0.0.1", "port": 1}}}"#,
+            Path::new("f"),
+        )
+        .unwrap();
+        let choice = |family, rendered: &str| Choice {
+            variable: 0,
+            family,
+            index: None,
+            reason: None,
+            rendered: rendered.into(),
+            effective: None,
+            effective_index: None,
+        };
+        let text = include(
+            &config,
+            &[
+                choice(Family::V4, "10.0.0.1; flush ruleset"),
+                choice(Family::V6, "::"),
+            ],
+        );
+        assert!(!text.contains("flush"), "{text}");
+        assert!(text.ends_with("\ndefine a_v6 = ::\n"), "{text}");
+        assert_eq!(validate_include(&text), Ok(()));
+    }
+
+    #[test]
+    fn validate_include_accepts_rendered_text_and_names_the_bad_line() {
+        let good = render_example(Some(0));
+        assert_eq!(validate_include(&good), Ok(()));
+        assert_eq!(validate_include(&render_example(None)), Ok(()), "all down");
+        let bad = [
+            (format!("{good}define x_v4 = 1; flush ruleset\n"), "line "),
+            (format!("{good}flush ruleset\n"), "\"flush ruleset\""),
+            (format!("{good}define x_v4 = 1"), "not terminated"),
+            (format!("{good}define x = 1\n"), "line "),
+            (format!("{good}define x_v4 =  1\n"), "line "),
+            (format!("{good}\n"), "line "),
+            (good.replacen("# Auto", "# auto", 1), "header"),
+            (format!("{good}{}\n", good.lines().last().unwrap()), "twice"),
+        ];
+        for (text, expected) in bad {
+            let err = validate_include(&text).unwrap_err();
+            assert!(err.contains(expected), "{text:?}: {err}");
+        }
+    }
+
+    #[test]
+    fn parse_defines_drops_what_include_would_not_write() {
+        let text = "define a_v4 = 10.0.0.1\ndefine b_v4 = 1; flush ruleset\ndefine c d = 1\n\
+                    define e_v4 = {1}\ndefine f_v6 = 2001:DB8::1\n";
+        let d = parse_defines(text);
+        assert_eq!(d, HashMap::from([("a_v4", "10.0.0.1")]));
     }
 }
