@@ -92,10 +92,12 @@ pub fn record_path(output: &Path) -> PathBuf {
 /// Reads the last-applied record of `output`; `None` if there is none.
 /// Read like the include itself: a regular file, never through a link, bounded.
 pub fn read_record(output: &Path) -> Result<Option<InEffect>> {
-    Ok(files::read_include(&record_path(output))?.map(|b| match b.is_empty() {
-        true => InEffect::Absent,
-        false => InEffect::Bytes(b),
-    }))
+    Ok(
+        files::read_include(&record_path(output))?.map(|b| match b.is_empty() {
+            true => InEffect::Absent,
+            false => InEffect::Bytes(b),
+        }),
+    )
 }
 
 /// Records what is in effect now (durably: it is the rollback target).
@@ -117,6 +119,10 @@ pub fn apply(
     record: Option<InEffect>,
 ) -> Result<()> {
     let started = Instant::now();
+    // The renderer only emits validated literals; this is the last gate before root's nft.
+    render::validate_include(new_text).map_err(|e| {
+        anyhow::anyhow!("refusing to install an include that is not only defines of literals: {e}")
+    })?;
     check_staged(plan, runner, new_text)?;
     let rollback = match record {
         Some(r) => r,
@@ -270,6 +276,25 @@ fn restore(path: &Path, previous: Option<&[u8]>) -> Result<()> {
 mod tests {
     use super::*;
     use std::os::unix::fs::PermissionsExt;
+
+    #[test]
+    fn an_include_that_is_not_only_defines_is_never_installed() {
+        let dir = tempfile::tempdir().unwrap();
+        let plan = Plan {
+            output: dir.path().join("failover.nft"),
+            addon_dir: dir.path().into(),
+            base_dir: dir.path().into(),
+            main_config: dir.path().join("nftables.conf"),
+            stage_dir: None,
+            // Never reached: running it would fail differently.
+            nft: "/nonexistent/nft".into(),
+            reload: vec!["/nonexistent/reload".into()],
+        };
+        let text = "# Auto-Generated config - DO NOT EDIT MANUALLY!\n\ndefine a_v4 = 1\nflush ruleset\n";
+        let err = apply(&plan, &Runner::for_current_user(), text, None, None).unwrap_err();
+        assert!(format!("{err:#}").contains("refusing to install"), "{err:#}");
+        assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 0);
+    }
 
     #[test]
     fn need_applies_only_what_is_not_in_effect() {
