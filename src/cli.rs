@@ -41,7 +41,7 @@ pub struct Cli {
     )]
     pub output: PathBuf,
 
-    /// State file: counters, last results and the last applied include's hash.
+    /// State file: counters, last results and how the last apply went.
     #[arg(
         long,
         global = true,
@@ -104,12 +104,15 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Show each variable's candidates and choice from the config and state file.
+    /// Show what each define points at now, whether that candidate is healthy, and what the
+    /// next run would do.
     ///
+    /// Judged on the include in effect (the last applied one), from the config and state file.
     /// Checks nothing and changes nothing unless --check is given. Exit status follows the
-    /// monitoring-plugin convention: 0 OK (every variable on its preferred candidate),
-    /// 1 WARNING (some variable failed over), 2 CRITICAL (some variable has no healthy
-    /// candidate), 3 UNKNOWN (config or state unreadable).
+    /// monitoring-plugin convention: 0 OK (every define on its preferred candidate, which is
+    /// up), 1 WARNING (some define on a lower-priority candidate, or a change pending),
+    /// 2 CRITICAL (some define points at a candidate that is down, or the all-down fallback is
+    /// in effect), 3 UNKNOWN (nothing applied or checked yet, config or state unreadable).
     Status(StatusArgs),
 }
 

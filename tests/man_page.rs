@@ -114,6 +114,10 @@ fn extra_sections(cmd: &Command) -> Roff {
         ".{}.lock",
         output_path.file_name().unwrap().to_string_lossy()
     ));
+    let record = output_path.with_file_name(format!(
+        ".{}.applied",
+        output_path.file_name().unwrap().to_string_lossy()
+    ));
 
     let mut r = Roff::new();
 
@@ -127,8 +131,8 @@ fn extra_sections(cmd: &Command) -> Roff {
     item(
         &mut r,
         [bold(EXIT_FAILED.to_string())],
-        "Runtime failure (a check, the write, the reload or sudo failed). The previous include \
-         is in place or was restored; the next run retries.",
+        "Runtime failure (a check, the write, the reload or sudo failed). The last applied \
+         include is in place or was restored; the next run retries.",
     );
     item(
         &mut r,
@@ -140,9 +144,11 @@ fn extra_sections(cmd: &Command) -> Roff {
         [
             bold("status"),
             roman(
-                " exits like a monitoring plugin: 0 OK (every define on its preferred candidate), \
-                 1 WARNING (some define failed over), 2 CRITICAL (some define has no healthy \
-                 candidate), 3 UNKNOWN (config or state unreadable, or no state yet).",
+                " exits like a monitoring plugin, judged on the include in effect: 0 OK (every \
+                 define on its preferred candidate, which is up), 1 WARNING (some define on a \
+                 lower-priority candidate, or a change pending), 2 CRITICAL (some define points \
+                 at a candidate that is down, or the all-down fallback is in effect), 3 UNKNOWN \
+                 (nothing applied or checked yet, config or state unreadable, or no state yet).",
             ),
         ],
     );
@@ -227,6 +233,13 @@ fn extra_sections(cmd: &Command) -> Roff {
     );
     item(
         &mut r,
+        [bold(record.display().to_string())],
+        "The last applied include: a copy of what nftables was last loaded with (empty: none). \
+         Every failed apply restores exactly this; the include on disk counts as applied only \
+         while it equals this copy.",
+    );
+    item(
+        &mut r,
         [bold(main_config.as_str())],
         "The main nftables config, checked with nft -c -f before the reload. It must include \
          the rendered file, e.g. include \"/etc/nftables.d/addons/*.nft\".",
@@ -240,8 +253,8 @@ fn extra_sections(cmd: &Command) -> Roff {
     item(
         &mut r,
         [bold("/var/lib/nftables-failover/state.json")],
-        "State (--state): counters, last results, the rendered choices and the hash of the \
-         last applied include. Missing or corrupt means no history, never a failed run.",
+        "State (--state): counters, last results, the rendered choices and how the last apply \
+         went. Missing, corrupt or not writable means no history, never a failed run.",
     );
     item(
         &mut r,
