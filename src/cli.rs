@@ -16,7 +16,8 @@ Only when that text changes is the new include checked with `nft -c` in a staged
 place atomically, the main config checked, and nftables reloaded; if any step fails the previous \
 include is restored and the run exits 1. Meant to be started by a systemd timer every few seconds.",
     after_help = "Exit status: 0 applied or unchanged (however many candidates are down), \
-1 runtime failure (previous include left in place), 2 bad config or usage.\n\
+1 runtime failure (previous include left in place) or stopped by SIGTERM/SIGINT, \
+2 bad config or usage.\n\
 When not run as root, `nft -c` and the reload command run through `sudo -n`."
 )]
 pub struct Cli {
@@ -87,6 +88,12 @@ pub struct Cli {
     /// Connect timeout per check, e.g. 2s, 500ms, 1.5 (seconds) [default: settings.timeout_ms, else 2s]
     #[arg(long, global = true, value_name = "DURATION", value_parser = parse_duration)]
     pub timeout: Option<Duration>,
+
+    /// How long each nft check and the reload may run before it is killed and the apply rolled
+    /// back, e.g. 15s, 500ms. The default leaves big rulesets room and keeps a whole run within
+    /// the service's 60 s start timeout.
+    #[arg(long, value_name = "DURATION", default_value = "15s", value_parser = parse_duration)]
+    pub command_timeout: Duration,
 
     /// Check and render, print the would-be include and whether it differs; write nothing,
     /// run no nft and no reload.

@@ -1,0 +1,307 @@
+//! Bounded child processes and stop signals during an apply, with the real binary, real nft and
+//! real listeners, each test in its own network namespace: a hanging nft is killed after
+//! --command-timeout, SIGTERM stops the running command, and either way the previous include is
+//! back, byte for byte, and nothing the run started is left alive.
+
+mod common;
+
+use common::*;
+use std::fs;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+const PORT: u16 = 8443;
+
+/// The include a previous run left; every test's new choice (127.0.0.2) differs from it.
+const OLD: &str = "# Auto-Generated config - DO NOT EDIT MANUALLY!\n\ndefine web_v4 = 127.0.0.1\ndefine web_v6 = ::\n";
+
+/// `web`: 127.0.0.1 (not listening, or blackholed), then 127.0.0.2; the old include in place.
+fn web_fixture() -> Fixture {
+    let f = Fixture::new();
+    f.write_config(&format!(
+        r#"{{"failover": {{"web": {{"ip4": ["127.0.0.1", "127.0.0.2"], "port": {PORT}}}}}}}"#
+    ));
+    f.write_main("  ip daddr $web_v4 accept");
+    fs::write(&f.output, OLD).unwrap();
+    f
+}
+
+fn script(path: &Path, body: &str) {
+    fs::write(path, format!("#!/bin/sh\n{body}")).unwrap();
+    fs::set_permissions(path, fs::Permissions::from_mode(0o755)).unwrap();
+}
+
+/// Shell lines that start a long sleep in the background and publish the shell's and the
+/// sleep's pids in `pids` (renamed into place, so a reader sees both or nothing), then wait.
+fn hang(pids: &Path) -> String {
+    format!(
+        "sleep 1000 &\nprintf '%s\\n%s\\n' $$ $! > '{p}.tmp'\nmv '{p}.tmp' '{p}'\nwait\n",
+        p = pids.display()
+    )
+}
+
+/// Replaces the fixture's nft with one that hangs (see `hang`) when called with `-c` on a file
+/// matching the shell pattern `target`, and is the real nft otherwise.
+fn nft_hanging_on(f: &Fixture, target: &str) -> PathBuf {
+    let pids = f.dir.path().join("nft-pids");
+    script(
+        &f.nft,
+        &format!(
+            "case \"$1 $3\" in\n\"-c \"{target})\n{}exit 0;;\nesac\nexec /usr/sbin/nft \"$@\"\n",
+            hang(&pids)
+        ),
+    );
+    pids
+}
+
+fn read_pids(path: &Path) -> Vec<i32> {
+    fs::read_to_string(path)
+        .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+        .lines()
+        .map(|l| l.parse().unwrap())
+        .collect()
+}
+
+/// Whether `pid` is gone. Processes of the group that were not the binary's own children are
+/// reaped by init shortly after they die, so allow a moment.
+fn gone(pid: i32) -> bool {
+    let until = Instant::now() + Duration::from_secs(2);
+    // SAFETY: signal 0 only checks whether the process exists.
+    while unsafe { libc::kill(pid, 0) } == 0 {
+        if Instant::now() > until {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    true
+}
+
+/// Asserts that neither the processes nor the process group of the command are left.
+fn assert_all_gone(pids: &[i32]) {
+    for &pid in pids {
+        assert!(gone(pid), "process {pid} of the command is still alive");
+    }
+    // The command's shell led its own group: no member of it may be left.
+    assert!(
+        gone(-pids[0]),
+        "process group {} still has members",
+        pids[0]
+    );
+}
+
+/// Starts the binary with the fixture's paths without waiting for it.
+fn spawn(f: &Fixture, reload: &str, extra: &[&str]) -> Child {
+    Command::new(BIN)
+        .arg("--config")
+        .arg(&f.config)
+        .arg("--output")
+        .arg(&f.output)
+        .arg("--addon-dir")
+        .arg(&f.addon_dir)
+        .arg("--base-dir")
+        .arg(&f.base_dir)
+        .arg("--main-config")
+        .arg(&f.main_config)
+        .arg("--nft")
+        .arg(&f.nft)
+        .arg("--reload-command")
+        .arg(reload)
+        .arg("--state")
+        .arg(&f.state)
+        .args(extra)
+        .env_remove("RUNTIME_DIRECTORY")
+        .env_remove("JOURNAL_STREAM")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
+/// Waits until `path` exists (the command it names is running), at most 20 s.
+fn wait_for(path: &Path, child: &mut Child) {
+    let until = Instant::now() + Duration::from_secs(20);
+    while !path.exists() {
+        if let Some(status) = child.try_wait().unwrap() {
+            panic!(
+                "the binary exited ({status}) before {} appeared",
+                path.display()
+            );
+        }
+        assert!(Instant::now() < until, "{} never appeared", path.display());
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// Sends SIGTERM to the binary and collects its output; kills it if it is still alive after
+/// 20 s, so a binary that ignores the signal fails the test instead of hanging it. Returns the
+/// output and how long the binary took to exit after the signal.
+fn terminate(child: Child) -> (Output, Duration) {
+    let pid = child.id() as i32;
+    let (tx, rx) = std::sync::mpsc::channel();
+    let guard = std::thread::spawn(move || {
+        if rx.recv_timeout(Duration::from_secs(20)).is_err() {
+            // SAFETY: killing our own child, which has not been waited for yet.
+            unsafe { libc::kill(pid, libc::SIGKILL) };
+        }
+    });
+    let sent = Instant::now();
+    // SAFETY: signalling our own child.
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGTERM) }, 0);
+    let out = child.wait_with_output().unwrap();
+    let took = sent.elapsed();
+    let _ = tx.send(());
+    guard.join().unwrap();
+    (out, took)
+}
+
+#[test]
+fn hanging_nft_is_killed_after_the_command_timeout_and_nothing_is_installed() {
+    in_netns(|| {
+        let _up = listen("127.0.0.2", PORT);
+        let f = web_fixture();
+        let pids = nft_hanging_on(&f, "*/main.nft");
+
+        let started = Instant::now();
+        let out = f.run(&["--command-timeout", "1s"]);
+        let took = started.elapsed();
+        assert_exit(&out, 1);
+        assert!(took >= Duration::from_secs(1), "{took:?}");
+        assert!(took < Duration::from_secs(3), "{took:?}");
+        let log = stderr(&out);
+        assert!(log.contains("check of the staged config failed"), "{log}");
+        assert!(
+            log.contains("did not finish within 1s and was killed; if it needs longer, raise --command-timeout"),
+            "{log}"
+        );
+        assert!(log.contains("the new include was not installed"), "{log}");
+        assert_eq!(fs::read(&f.output).unwrap(), OLD.as_bytes());
+        assert_all_gone(&read_pids(&pids));
+    });
+}
+
+#[test]
+fn real_nft_blocked_on_a_fifo_include_is_killed_after_the_command_timeout() {
+    in_netns(|| {
+        let _up = listen("127.0.0.2", PORT);
+        let f = web_fixture();
+        // nft opens an included FIFO and waits for a writer that never comes. The FIFO itself
+        // is not a regular *.nft file, so a main-config part includes it.
+        let fifo = f.dir.path().join("blocker");
+        sh(&format!("mkfifo '{}'", fifo.display()));
+        fs::write(
+            f.base_dir.join("parts.nft"),
+            format!("include \"{}\"\n", fifo.display()),
+        )
+        .unwrap();
+        // The real nft, exec'd by a shell that first records its pid (which nft keeps).
+        let pids = f.dir.path().join("nft-pids");
+        script(
+            &f.nft,
+            &format!(
+                "echo $$ >> '{}'\nexec /usr/sbin/nft \"$@\"\n",
+                pids.display()
+            ),
+        );
+
+        let started = Instant::now();
+        let out = f.run(&["--command-timeout", "1s"]);
+        let took = started.elapsed();
+        assert_exit(&out, 1);
+        assert!(took >= Duration::from_secs(1), "{took:?}");
+        assert!(took < Duration::from_secs(3), "{took:?}");
+        let log = stderr(&out);
+        assert!(log.contains("check of the staged config failed"), "{log}");
+        assert!(
+            log.contains("did not finish within 1s and was killed"),
+            "{log}"
+        );
+        assert_eq!(fs::read(&f.output).unwrap(), OLD.as_bytes());
+        let pids = read_pids(&pids);
+        assert_eq!(pids.len(), 1, "only the staged check ran: {pids:?}");
+        assert_all_gone(&pids);
+    });
+}
+
+#[test]
+fn sigterm_during_the_reload_stops_it_and_restores_the_previous_include() {
+    in_netns(|| {
+        let _up = listen("127.0.0.2", PORT);
+        let f = web_fixture();
+        let pids = f.dir.path().join("reload-pids");
+        let reload = f.dir.path().join("reload");
+        script(&reload, &hang(&pids));
+
+        let mut child = spawn(&f, reload.to_str().unwrap(), &[]);
+        wait_for(&pids, &mut child);
+        // The new include is installed while the reload runs.
+        assert_ne!(fs::read(&f.output).unwrap(), OLD.as_bytes());
+        let (out, took) = terminate(child);
+        assert_exit(&out, 1);
+        assert!(took < Duration::from_secs(2), "{took:?}");
+        let log = stderr(&out);
+        assert!(
+            log.contains("reload failed:") && log.contains("was stopped: interrupted by SIGTERM"),
+            "{log}"
+        );
+        assert!(log.contains("restored the previous"), "{log}");
+        assert!(log.contains("stopped by SIGTERM"), "{log}");
+        assert_eq!(fs::read(&f.output).unwrap(), OLD.as_bytes());
+        assert_all_gone(&read_pids(&pids));
+    });
+}
+
+#[test]
+fn sigterm_during_the_main_config_check_stops_it_and_restores_the_previous_include() {
+    in_netns(|| {
+        let _up = listen("127.0.0.2", PORT);
+        let f = web_fixture();
+        let pids = nft_hanging_on(&f, &format!("'{}'", f.main_config.display()));
+        let reload = format!("{} -f {}", f.nft.display(), f.main_config.display());
+
+        let mut child = spawn(&f, &reload, &[]);
+        wait_for(&pids, &mut child);
+        assert_ne!(fs::read(&f.output).unwrap(), OLD.as_bytes());
+        let (out, took) = terminate(child);
+        assert_exit(&out, 1);
+        assert!(took < Duration::from_secs(2), "{took:?}");
+        let log = stderr(&out);
+        assert!(
+            log.contains("check of the main config failed:")
+                && log.contains("was stopped: interrupted by SIGTERM"),
+            "{log}"
+        );
+        assert!(log.contains("restored the previous"), "{log}");
+        assert_eq!(fs::read(&f.output).unwrap(), OLD.as_bytes());
+        assert_all_gone(&read_pids(&pids));
+        assert_eq!(ruleset().trim(), "", "the reload must never have run");
+    });
+}
+
+#[test]
+fn sigterm_before_the_apply_starts_no_command() {
+    in_netns(|| {
+        let _up = listen("127.0.0.2", PORT);
+        // The preferred candidate takes the whole connect timeout; the signal comes meanwhile.
+        blackhole(&["127.0.0.1"], PORT);
+        let f = web_fixture();
+        let child = spawn(
+            &f,
+            &format!("{} -f x", f.nft.display()),
+            &["--timeout", "1s"],
+        );
+        std::thread::sleep(Duration::from_millis(300));
+        let (out, took) = terminate(child);
+        assert_exit(&out, 1);
+        assert!(took < Duration::from_secs(2), "{took:?}");
+        let log = stderr(&out);
+        assert!(
+            log.contains("check of the staged config failed:")
+                && log.contains("was not started: interrupted by SIGTERM"),
+            "{log}"
+        );
+        assert!(f.nft_calls().is_empty(), "{:?}", f.nft_calls());
+        assert_eq!(fs::read(&f.output).unwrap(), OLD.as_bytes());
+    });
+}
