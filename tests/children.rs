@@ -78,6 +78,38 @@ fn gone(pid: i32) -> bool {
     true
 }
 
+/// Kills, when dropped, whatever is left of the processes listed in `pids`, so that a failing
+/// test (e.g. with the timeout broken) does not leave sleeps behind. Only processes that are
+/// still one of this test's (a `sleep 1000` or a command naming the fixture's directory) are
+/// touched, in case a pid was reused.
+struct Reaper {
+    pids: PathBuf,
+    dir: PathBuf,
+}
+
+impl Drop for Reaper {
+    fn drop(&mut self) {
+        let Ok(text) = fs::read_to_string(&self.pids) else {
+            return;
+        };
+        for pid in text.lines().filter_map(|l| l.parse::<i32>().ok()) {
+            let cmdline = fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+            let cmdline = String::from_utf8_lossy(&cmdline);
+            if cmdline == "sleep\x001000\x00" || cmdline.contains(self.dir.to_str().unwrap()) {
+                // SAFETY: the pid was checked to be one of this test's processes just above.
+                unsafe { libc::kill(pid, libc::SIGKILL) };
+            }
+        }
+    }
+}
+
+fn reaper(f: &Fixture, pids: &Path) -> Reaper {
+    Reaper {
+        pids: pids.to_path_buf(),
+        dir: f.dir.path().to_path_buf(),
+    }
+}
+
 /// Asserts that neither the processes nor the process group of the command are left.
 fn assert_all_gone(pids: &[i32]) {
     for &pid in pids {
@@ -162,6 +194,7 @@ fn hanging_nft_is_killed_after_the_command_timeout_and_nothing_is_installed() {
         let _up = listen("127.0.0.2", PORT);
         let f = web_fixture();
         let pids = nft_hanging_on(&f, "*/main.nft");
+        let _reaper = reaper(&f, &pids);
 
         let started = Instant::now();
         let out = f.run(&["--command-timeout", "1s"]);
@@ -197,6 +230,7 @@ fn real_nft_blocked_on_a_fifo_include_is_killed_after_the_command_timeout() {
         .unwrap();
         // The real nft, exec'd by a shell that first records its pid (which nft keeps).
         let pids = f.dir.path().join("nft-pids");
+        let _reaper = reaper(&f, &pids);
         script(
             &f.nft,
             &format!(
@@ -230,6 +264,7 @@ fn sigterm_during_the_reload_stops_it_and_restores_the_previous_include() {
         let _up = listen("127.0.0.2", PORT);
         let f = web_fixture();
         let pids = f.dir.path().join("reload-pids");
+        let _reaper = reaper(&f, &pids);
         let reload = f.dir.path().join("reload");
         script(&reload, &hang(&pids));
 
@@ -258,6 +293,7 @@ fn sigterm_during_the_main_config_check_stops_it_and_restores_the_previous_inclu
         let _up = listen("127.0.0.2", PORT);
         let f = web_fixture();
         let pids = nft_hanging_on(&f, &format!("'{}'", f.main_config.display()));
+        let _reaper = reaper(&f, &pids);
         let reload = format!("{} -f {}", f.nft.display(), f.main_config.display());
 
         let mut child = spawn(&f, &reload, &[]);
