@@ -156,7 +156,9 @@ struct Done {
 /// SIGKILL cannot be relayed: it kills sudo alone and leaves the root child running, orphaned.
 /// Hence SIGTERM first, SIGKILL only after a grace period; and afterwards a `killpg(pgid, 0)`
 /// that fails with EPERM reveals a root process that ignored SIGTERM, which is reported because
-/// only root (or sudoers' `command_timeout`) can end it.
+/// only root can end it. sudoers can bound it as root: a per-command `TIMEOUT=` option or
+/// `Defaults command_timeout` (neither needs `user_command_timeouts`, which only allows the user's
+/// own `sudo -T`) makes sudo send the command SIGHUP and SIGTERM, then SIGKILL 2 s later.
 fn supervise(mut child: Child, timeout: Duration) -> Done {
     let pid = child.id() as i32;
     let started = Instant::now();

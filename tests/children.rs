@@ -341,3 +341,128 @@ fn sigterm_before_the_apply_starts_no_command() {
         assert_eq!(fs::read(&f.output).unwrap(), OLD.as_bytes());
     });
 }
+
+/// The unprivileged path, where the user cannot signal the root nft itself: it runs the binary
+/// as a fresh user whose only sudo rules are the commands below, and checks that a root nft
+/// blocked on a FIFO and a root reload stopped by SIGTERM are really gone afterwards (sudo relays
+/// the SIGTERM the binary sends first), and that a root child ignoring SIGTERM is reported.
+/// Everything runs in private mount, PID and network namespaces (the user exists only in a copy
+/// of /etc; the script is PID 1, so its exit kills whatever it started).
+const SUDO_SCRIPT: &str = r#"
+set -euo pipefail
+BIN=$1
+fail() { echo "FAIL: $*" >&2; exit 1; }
+[ "$$" = 1 ] || fail "must run as PID 1 of new PID and mount namespaces"
+ip link set lo up
+mount -t tmpfs -o mode=0755 tmpfs /mnt
+cp -a /etc /mnt/etc
+mount --bind /mnt/etc /etc
+install -m 0755 "$BIN" /mnt/nftables-failover
+U=nftfo-children
+useradd -M -s /usr/sbin/nologin "$U"
+W=/mnt/w
+mkdir -p "$W/stage" "$W/addons" "$W/base" "$W/state"
+chown "$U:" "$W/stage" "$W/addons" "$W/state"
+chmod 0700 "$W/stage"
+printf 'flush ruleset\ninclude "%s/addons/*.nft"\n' "$W" > "$W/nftables.conf"
+echo '{"failover": {"web": {"ip4": ["127.0.0.1"], "port": 8443}}}' > "$W/addons/failover.json"
+printf 'define web_v4 = 192.0.2.1\ndefine web_v6 = ::\n' > "$W/addons/failover.nft"
+chown "$U:" "$W/addons/failover.nft"
+cp -p "$W/addons/failover.nft" "$W/old.nft"
+cat > "$W/stubborn" <<'EOF'
+#!/bin/sh
+trap '' TERM
+sleep 1000
+EOF
+chmod 0755 "$W/stubborn"
+find /etc/sudoers.d -mindepth 1 -delete
+cat > /etc/sudoers.d/children <<EOF
+Defaults:$U !requiretty
+$U ALL = (root) NOPASSWD: /usr/sbin/nft -c -f $W/stage/main.nft, /usr/sbin/nft -c -f $W/nftables.conf, /usr/bin/sleep 1000, $W/stubborn
+EOF
+chmod 0440 /etc/sudoers.d/children
+visudo -c >/dev/null || fail "test sudoers does not parse"
+ARGS=(--config "$W/addons/failover.json" --output "$W/addons/failover.nft" --addon-dir "$W/addons"
+      --base-dir "$W/base" --main-config "$W/nftables.conf" --stage-dir "$W/stage" --state "$W/state/s.json")
+AS=(setpriv --reuid="$U" --regid="$U" --init-groups /mnt/nftables-failover "${ARGS[@]}")
+ms() { echo $(( $(date +%s%N) / 1000000 )); }
+# Processes whose command line starts with one of the programs in $1 (an ERE alternation);
+# read from /proc, as procps may not be installed.
+left() {
+  local p args
+  for p in /proc/[0-9]*; do
+    args=$(tr '\0' ' ' < "$p/cmdline" 2>/dev/null) || continue
+    if [[ $args =~ ^($1) ]]; then echo "${p#/proc/}: $args"; fi
+  done
+}
+same() { cmp -s "$W/old.nft" "$W/addons/failover.nft" || fail "include changed: $(cat "$W/addons/failover.nft")"; }
+
+echo "--- root nft blocked on a FIFO, timeout 1s"
+mkfifo "$W/blocker"
+printf 'include "%s"\n' "$W/blocker" > "$W/base/parts.nft"
+t=$(ms); rc=0
+"${AS[@]}" --command-timeout 1s --reload-command "/usr/bin/sleep 1000" 2> "$W/err" || rc=$?
+took=$(( $(ms) - t )); cat "$W/err" >&2
+[ "$rc" = 1 ] || fail "exit $rc, expected 1"
+[ "$took" -ge 1000 ] && [ "$took" -lt 3000 ] || fail "took $took ms"
+grep -q 'sudo -n /usr/sbin/nft -c -f .* did not finish within 1s and was killed' "$W/err" || fail "no timeout error"
+same
+sleep 0.2
+[ -z "$(left /usr/sbin/nft)" ] || fail "root nft left: $(left /usr/sbin/nft)"
+rm "$W/base/parts.nft"
+
+echo "--- SIGTERM while the root reload runs"
+"${AS[@]}" --reload-command "/usr/bin/sleep 1000" 2> "$W/err" & pid=$!
+for _ in $(seq 200); do [ -n "$(left '/usr/bin/sleep 1000')" ] && break; sleep 0.05; done
+[ -n "$(left '/usr/bin/sleep 1000')" ] || fail "the reload never started"
+t=$(ms); kill -TERM "$pid"; rc=0; wait "$pid" || rc=$?
+took=$(( $(ms) - t )); cat "$W/err" >&2
+[ "$rc" = 1 ] || fail "exit $rc, expected 1"
+[ "$took" -lt 2000 ] || fail "took $took ms after SIGTERM"
+grep -q 'interrupted by SIGTERM' "$W/err" || fail "no interruption error"
+grep -q 'restored the previous' "$W/err" || fail "not restored"
+same
+sleep 0.2
+[ -z "$(left '/usr/bin/sleep|/usr/bin/sudo')" ] || fail "left behind: $(left '/usr/bin/sleep|/usr/bin/sudo')"
+
+echo "--- a root reload that ignores SIGTERM is reported"
+rc=0
+"${AS[@]}" --command-timeout 1s --reload-command "$W/stubborn" 2> "$W/err" || rc=$?
+cat "$W/err" >&2
+[ "$rc" = 1 ] || fail "exit $rc, expected 1"
+grep -q 'ignored SIGTERM and still runs in process group' "$W/err" || fail "survivor not reported"
+same
+echo "children_sudo: ALL OK"
+"#;
+
+#[test]
+fn through_sudo_root_children_are_stopped_or_reported() {
+    // SAFETY: geteuid has no preconditions.
+    assert_eq!(
+        unsafe { libc::geteuid() },
+        0,
+        "this test creates namespaces and a user and needs root (CI runs as root)"
+    );
+    let mut cmd = Command::new("unshare");
+    cmd.args([
+        "--mount",
+        "--net",
+        "--pid",
+        "--fork",
+        "--mount-proc",
+        "--propagation",
+        "private",
+        "bash",
+        "-c",
+        SUDO_SCRIPT,
+        "bash",
+        BIN,
+    ]);
+    let out = output_within(cmd, Duration::from_secs(60));
+    let log = stderr(&out) + &String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && log.contains("children_sudo: ALL OK"),
+        "the sudo script failed ({}):\n{log}",
+        out.status
+    );
+}
