@@ -165,6 +165,12 @@ mod tests {
     }
 
     #[test]
+    fn command_timeout_default_is_the_documented_one() {
+        let cli = Cli::try_parse_from(["nftables-failover"]).unwrap();
+        assert_eq!(cli.command_timeout, crate::command::DEFAULT_TIMEOUT);
+    }
+
+    #[test]
     fn durations() {
         assert_eq!(parse_duration("2s"), Ok(Duration::from_secs(2)));
         assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
