@@ -1,7 +1,8 @@
 //! Bounded child processes and stop signals during an apply, with the real binary, real nft and
 //! real listeners, each test in its own network namespace: a hanging nft is killed after
 //! --command-timeout, SIGTERM stops the running command, and either way the previous include is
-//! back, byte for byte, and nothing the run started is left alive.
+//! back, byte for byte, and nothing the run started is left alive; through sudo as an
+//! unprivileged user too, where only sudo, not its root child, can be signalled.
 
 mod common;
 
