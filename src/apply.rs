@@ -290,9 +290,13 @@ mod tests {
             nft: "/nonexistent/nft".into(),
             reload: vec!["/nonexistent/reload".into()],
         };
-        let text = "# Auto-Generated config - DO NOT EDIT MANUALLY!\n\ndefine a_v4 = 1\nflush ruleset\n";
+        let text =
+            "# Auto-Generated config - DO NOT EDIT MANUALLY!\n\ndefine a_v4 = 1\nflush ruleset\n";
         let err = apply(&plan, &Runner::for_current_user(), text, None, None).unwrap_err();
-        assert!(format!("{err:#}").contains("refusing to install"), "{err:#}");
+        assert!(
+            format!("{err:#}").contains("refusing to install"),
+            "{err:#}"
+        );
         assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 0);
     }
 

@@ -16,7 +16,8 @@ Only when that text changes is the new include checked with `nft -c` in a staged
 place atomically, the main config checked, and nftables reloaded; if any step fails the previous \
 include is restored and the run exits 1. Meant to be started by a systemd timer every few seconds.",
     after_help = "Exit status: 0 applied or unchanged (however many candidates are down), \
-1 runtime failure (previous include left in place), 2 bad config or usage.\n\
+1 runtime failure (previous include left in place) or stopped by SIGTERM/SIGINT, \
+2 bad config or usage.\n\
 When not run as root, `nft -c` and the reload command run through `sudo -n`."
 )]
 pub struct Cli {
@@ -88,6 +89,12 @@ pub struct Cli {
     #[arg(long, global = true, value_name = "DURATION", value_parser = parse_duration)]
     pub timeout: Option<Duration>,
 
+    /// How long each nft check and the reload may run before it is killed and the apply rolled
+    /// back, e.g. 15s, 500ms. The default leaves big rulesets room and keeps a whole run within
+    /// the service's 60 s start timeout.
+    #[arg(long, value_name = "DURATION", default_value = "15s", value_parser = parse_duration)]
+    pub command_timeout: Duration,
+
     /// Check and render, print the would-be include and whether it differs; write nothing,
     /// run no nft and no reload.
     #[arg(long)]
@@ -158,6 +165,12 @@ mod tests {
     #[test]
     fn cli_definition_is_consistent() {
         Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn command_timeout_default_is_the_documented_one() {
+        let cli = Cli::try_parse_from(["nftables-failover"]).unwrap();
+        assert_eq!(cli.command_timeout, crate::command::DEFAULT_TIMEOUT);
     }
 
     #[test]

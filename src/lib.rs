@@ -18,5 +18,6 @@ pub mod probe;
 pub mod render;
 pub mod run;
 pub mod select;
+pub mod signals;
 pub mod state;
 pub mod status;

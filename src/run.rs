@@ -7,7 +7,7 @@ use crate::config::{self, Config};
 use crate::evaluate::{self, Evaluation, candidate, evaluate};
 use crate::select::{Choice, Results};
 use crate::state::{self, State};
-use crate::{files, log};
+use crate::{files, log, signals};
 use std::time::{Duration, Instant};
 
 /// Exit codes: the contract with systemd and admins' scripts.
@@ -18,7 +18,29 @@ pub const EXIT_USAGE: u8 = 2;
 /// How long a run waits for another run holding the lock before giving way to it.
 const LOCK_WAIT: Duration = Duration::from_secs(10);
 
+/// A full run. SIGTERM and SIGINT are caught for its duration: a running command is stopped, an
+/// apply in progress rolls back, and the run exits 1 even if it got to the end.
 pub fn run(cli: &Cli) -> u8 {
+    signals::install();
+    let code = run_once(cli);
+    match signals::received() {
+        Some(signal) if code != EXIT_USAGE => {
+            log::error(&format!(
+                "stopped by {}: {}",
+                signals::name(signal),
+                if code == EXIT_OK {
+                    "it came when the work was done; nothing was left half-way"
+                } else {
+                    "the change was not applied; the error above says whether the previous include was restored"
+                }
+            ));
+            EXIT_FAILED
+        }
+        _ => code,
+    }
+}
+
+fn run_once(cli: &Cli) -> u8 {
     let started = Instant::now();
     let config = match config::load(&cli.config) {
         Ok(c) => c,
@@ -124,7 +146,7 @@ pub fn run(cli: &Cli) -> u8 {
             };
             let result = apply::apply(
                 &plan,
-                &Runner::for_current_user(),
+                &Runner::for_current_user().with_timeout(cli.command_timeout),
                 &eval.text,
                 on_disk.as_deref(),
                 record,

@@ -146,17 +146,34 @@ fn interrupted_then_failing(step: &'static str, signal: &'static str, first_appl
             "KILL" => assert_eq!(out.status.signal(), Some(9), "{step}: {}", stderr(&out)),
             _ => {
                 assert_ne!(out.status.code(), Some(0), "{step}: {}", stderr(&out));
-                // The handler finishes the rollback before exiting.
-                if !step.starts_with("staged") {
-                    assert_eq!(
-                        fs::read(&s.f.output).unwrap(),
-                        applied,
-                        "{step} TERM: not rolled back: {}",
-                        stderr(&out)
-                    );
-                }
+                // The handler finishes the apply or its rollback before exiting: what is on
+                // disk is what is recorded as applied, never a half-applied include.
+                assert_eq!(
+                    fs::read(&s.f.output).ok(),
+                    s.record(),
+                    "{step} TERM: include and record differ: {}",
+                    stderr(&out)
+                );
             }
         }
+        let which = |b: Option<Vec<u8>>| match b {
+            None => "none".to_string(),
+            Some(b) => define(&String::from_utf8_lossy(&b), "web_v4")
+                .unwrap_or("?")
+                .to_string(),
+        };
+        let interrupted = format!(
+            "exit {:?}/signal {:?}, include {}, record {}",
+            out.status.code(),
+            out.status.signal(),
+            which(fs::read(&s.f.output).ok()),
+            which(s.record())
+        );
+        // Only a reload that went through may have made B the last applied include.
+        let applied = match s.record() {
+            Some(r) if step == "reload-during" && signal == "TERM" => r,
+            _ => applied,
+        };
 
         drop(b);
         let out = s.run();
@@ -176,6 +193,11 @@ fn interrupted_then_failing(step: &'static str, signal: &'static str, first_appl
         sh(&format!("nft -c -f {}", s.f.main_config.display()));
         assert!(temp_files(&s.f.addon_dir).is_empty(), "{step} {signal}");
         assert!(temp_files(&s.stage).is_empty(), "{step} {signal}");
+        // One row of the fault matrix (`cargo test --test faults -- --nocapture`).
+        println!(
+            "fault {signal:<4} {step:<14} first_apply={first_apply}: after the interrupted run: {interrupted}; after the failing run: exit 1, include {}",
+            which(fs::read(&s.f.output).ok())
+        );
     });
 }
 
@@ -190,5 +212,12 @@ fn sigkill_at_every_step_of_an_apply_keeps_the_last_applied_include() {
 fn sigkill_during_the_first_apply_restores_the_unrecorded_include() {
     for step in ["main-before", "reload-before"] {
         interrupted_then_failing(step, "KILL", true);
+    }
+}
+
+#[test]
+fn sigterm_at_every_step_of_an_apply_rolls_back_and_exits_non_zero() {
+    for step in STEPS {
+        interrupted_then_failing(step, "TERM", false);
     }
 }

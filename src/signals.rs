@@ -1,0 +1,63 @@
+//! SIGTERM and SIGINT during a run: instead of dying half-way through an apply (new include in
+//! place, reload not done), the run notes the signal, the running command is stopped
+//! (`command::Runner` polls [`received`]), and the apply's own error path restores the previous
+//! include before the run exits 1.
+
+use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
+
+/// The first SIGTERM/SIGINT received, 0 for none.
+static RECEIVED: AtomicI32 = AtomicI32::new(0);
+static INSTALLED: AtomicBool = AtomicBool::new(false);
+
+extern "C" fn on_signal(signal: libc::c_int) {
+    // Async-signal-safe: a lock-free atomic store and nothing else. The first signal wins so
+    // the log names the one that stopped the run.
+    let _ = RECEIVED.compare_exchange(0, signal, Ordering::SeqCst, Ordering::SeqCst);
+}
+
+/// Catches SIGTERM and SIGINT for the rest of the process. Idempotent.
+pub fn install() {
+    if INSTALLED.swap(true, Ordering::SeqCst) {
+        return;
+    }
+    for signal in [libc::SIGTERM, libc::SIGINT] {
+        // SAFETY: a zeroed sigaction is a valid "no flags, empty mask" value; the handler only
+        // does an atomic store, which is async-signal-safe. SA_RESTART keeps blocking calls
+        // elsewhere (file I/O, the lock wait) from failing with EINTR.
+        let rc = unsafe {
+            let mut action: libc::sigaction = std::mem::zeroed();
+            action.sa_sigaction = on_signal as extern "C" fn(libc::c_int) as libc::sighandler_t;
+            action.sa_flags = libc::SA_RESTART;
+            libc::sigemptyset(&mut action.sa_mask);
+            libc::sigaction(signal, &action, std::ptr::null_mut())
+        };
+        if rc != 0 {
+            crate::log::warn(&format!(
+                "cannot catch {}: {}; a stop signal will end the run without rollback",
+                name(signal),
+                std::io::Error::last_os_error()
+            ));
+        }
+    }
+}
+
+/// Whether [`install`] ran, i.e. whether a signal can arrive without killing the process.
+pub fn installed() -> bool {
+    INSTALLED.load(Ordering::Relaxed)
+}
+
+/// The first SIGTERM or SIGINT received since [`install`], if any.
+pub fn received() -> Option<i32> {
+    match RECEIVED.load(Ordering::SeqCst) {
+        0 => None,
+        signal => Some(signal),
+    }
+}
+
+pub fn name(signal: i32) -> String {
+    match signal {
+        libc::SIGTERM => "SIGTERM".into(),
+        libc::SIGINT => "SIGINT".into(),
+        other => format!("signal {other}"),
+    }
+}
