@@ -153,7 +153,8 @@ mod tests {
                 }
             }
         }
-        let inputs = select::Inputs::new(&config, &Default::default(), &Default::default());
+        let empty = Default::default();
+        let inputs = select::Inputs::new(&config, &empty, &Default::default());
         let (choices, _) = select::decide(&config, &results, &inputs, 0);
         include(&config, &choices)
     }

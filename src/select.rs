@@ -83,25 +83,29 @@ impl Choice {
 /// Everything a decision depends on besides this run's results: per variable and family the
 /// counters carried over and the candidate in effect. Built once per run, used both to tell
 /// when the checks may stop and to decide, so the two cannot disagree.
-pub struct Inputs {
-    families: Vec<[FamilyInputs; 2]>,
+pub struct Inputs<'a> {
+    families: Vec<[FamilyInputs<'a>; 2]>,
     fingerprints: Vec<String>,
 }
 
-#[derive(Default)]
-struct FamilyInputs {
-    /// History per candidate, index-aligned with the address list.
-    prev: Vec<Option<CandidateState>>,
+struct FamilyInputs<'a> {
+    /// History per candidate, index-aligned with the address list (borrowed: this is on the
+    /// path of every timer run).
+    prev: Vec<Option<&'a CandidateState>>,
     /// The candidate in effect now, if the include in effect renders one of them.
     current: Option<usize>,
     /// The define's value in the include in effect.
     effective: Option<String>,
 }
 
-impl Inputs {
+impl<'a> Inputs<'a> {
     /// `previous` is the state of the last run, `in_effect` the defines of the include in
     /// effect (see `render::parse_defines`).
-    pub fn new(config: &Config, previous: &State, in_effect: &HashMap<&str, &str>) -> Inputs {
+    pub fn new(
+        config: &Config,
+        previous: &'a State,
+        in_effect: &HashMap<&str, &str>,
+    ) -> Inputs<'a> {
         let mut families = Vec::with_capacity(config.variables.len());
         let mut fingerprints = Vec::with_capacity(config.variables.len());
         for var in &config.variables {
@@ -159,23 +163,26 @@ impl Inputs {
     }
 }
 
-fn family_inputs(
+fn family_inputs<'a>(
     var: &Variable,
     family: Family,
-    prev: Option<&FamilyState>,
+    prev: Option<&'a FamilyState>,
     effective: Option<&str>,
-) -> FamilyInputs {
+) -> FamilyInputs<'a> {
     let addrs = var.addrs(family);
     // History follows the address, not the position: reordering or adding candidates keeps
     // what is known about the others.
-    let mut by_address: HashMap<IpAddr, &CandidateState> = HashMap::new();
-    for c in prev.map_or(&[][..], |p| &p.candidates[..]) {
-        by_address.entry(c.address).or_insert(c);
-    }
-    let history: Vec<_> = addrs
-        .iter()
-        .map(|a| by_address.get(a).map(|c| (*c).clone()))
-        .collect();
+    let old = prev.map_or(&[][..], |p| &p.candidates[..]);
+    // Usually the list did not change: match by position first, by address otherwise.
+    let history: Vec<_> = if old.iter().map(|c| c.address).eq(addrs.iter().copied()) {
+        old.iter().map(Some).collect()
+    } else {
+        let mut by_address: HashMap<IpAddr, &CandidateState> = HashMap::new();
+        for c in old {
+            by_address.entry(c.address).or_insert(c);
+        }
+        addrs.iter().map(|a| by_address.get(a).copied()).collect()
+    };
     // The include in effect is the truth about what is live; the last selection only tells
     // apart candidates that render the same value.
     let renders = |i: usize| var.rendered(family, i);
@@ -194,13 +201,13 @@ fn family_inputs(
     }
 }
 
-impl FamilyInputs {
+impl FamilyInputs<'_> {
     fn seen(&self, outcomes: &[Option<Health>]) -> Vec<Seen> {
         self.prev
             .iter()
             .enumerate()
             .map(|(i, c)| Seen {
-                prev: c.as_ref().and_then(|c| c.counted),
+                prev: c.and_then(|c| c.counted),
                 ok: outcomes.get(i).and_then(|o| o.as_ref()).map(Health::is_up),
             })
             .collect()
@@ -270,7 +277,7 @@ fn decide_family(
         .iter()
         .enumerate()
         .map(|(i, addr)| {
-            let old = fam.prev[i].as_ref();
+            let old = fam.prev[i];
             let result = outcomes.get(i).and_then(Option::as_ref);
             CandidateState {
                 address: *addr,
@@ -360,7 +367,8 @@ mod tests {
     }
 
     fn decide_all(config: &Config, results: &Results) -> Vec<(String, bool)> {
-        let inputs = Inputs::new(config, &State::default(), &HashMap::new());
+        let empty = State::default();
+        let inputs = Inputs::new(config, &empty, &HashMap::new());
         decide(config, results, &inputs, 0)
             .0
             .into_iter()
@@ -431,7 +439,8 @@ mod tests {
             }}"#,
         );
         let results = vec![[vec![down()], vec![down()]], [vec![down()], vec![]]];
-        let inputs = Inputs::new(&config, &State::default(), &HashMap::new());
+        let empty = State::default();
+        let inputs = Inputs::new(&config, &empty, &HashMap::new());
         let (choices, _) = decide(&config, &results, &inputs, 0);
         let rendered: Vec<_> = choices.iter().map(|c| c.rendered.as_str()).collect();
         assert_eq!(rendered, ["192.0.2.1", "100::1", "666", "::"]);
