@@ -303,8 +303,8 @@ fn sudoers_file_parses_and_allows_exactly_the_three_commands() {
         rules
             .lines()
             .any(|l| l.split_whitespace().collect::<Vec<_>>().join(" ")
-                == "nftables-failover ALL = (root) NOPASSWD: NFTABLES_FAILOVER"),
-        "the rule must give only user nftables-failover the alias, as root, without password:\n{rules}"
+                == "nftables-failover ALL = (root) TIMEOUT=20s NOPASSWD: NFTABLES_FAILOVER"),
+        "the rule must give only user nftables-failover the alias, as root, bounded in time, without password:\n{rules}"
     );
 }
 

@@ -197,10 +197,13 @@ for define in "endpoint_filer_v4 = 127.0.0.2" "endpoint_print_v4 = 127.0.0.2" "m
 done
 [ "$(stat -c '%U %a' /etc/nftables.d/addons/failover.nft)" = "$SVC_USER 640" ] ||
     fail "include is $(stat -c '%U %a' /etc/nftables.d/addons/failover.nft), expected $SVC_USER 640"
-# The lock file takes the unit's UMask= (nothing sets its mode): proof the umask is reproduced.
-lock_mode=$(printf '%o' $((0666 & ~8#$UMASK)))
-[ "$(stat -c %a /etc/nftables.d/addons/.failover.nft.lock)" = "$lock_mode" ] ||
-    fail "lock file mode $(stat -c %a /etc/nftables.d/addons/.failover.nft.lock), expected $lock_mode from UMask=$UMASK"
+# The lock is 0660 with the addon directory's group whatever the umask, so root and service
+# runs share it and nobody else can hold it.
+[ "$(stat -c '%a %G' /etc/nftables.d/addons/.failover.nft.lock)" = "660 $SVC_USER" ] ||
+    fail "lock file is $(stat -c '%a %G' /etc/nftables.d/addons/.failover.nft.lock), expected 660 $SVC_USER"
+# The unit's UMask= is reproduced for everything the service user starts.
+as_user sh -c umask || fail "umask as $SVC_USER failed"
+[ "$(cat "$W/out")" = "$UMASK" ] || fail "umask as $SVC_USER is $(cat "$W/out"), expected $UMASK"
 ruleset=$("${T[@]}" nft list ruleset)
 echo "$ruleset" | grep -q "ip daddr 127.0.0.2 tcp dport 443 accept" ||
     fail "the reload did not apply the selected address; ruleset:
