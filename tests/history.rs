@@ -6,7 +6,6 @@ mod common;
 
 use common::*;
 use std::fs;
-use std::process::Command;
 use std::time::Duration;
 
 const PORT: u16 = 9555;
@@ -126,33 +125,21 @@ fn item3_a_healthy_current_candidate_survives_config_edits_and_lost_state() {
 
 /// Runs the binary with the state directory mounted read-only (a private mount namespace).
 fn run_read_only_state(f: &Fixture) -> std::process::Output {
-    let dir = f.state.parent().unwrap();
-    let reload = format!("{} -f {}", f.nft.display(), f.main_config.display());
-    let mut cmd = Command::new("unshare");
-    cmd.args(["--mount", "--propagation", "private", "sh", "-c"])
-        .arg(r#"mount --bind "$1" "$1" && mount -o remount,bind,ro "$1" && shift && exec "$@""#)
-        .arg("sh")
-        .arg(dir)
-        .arg(BIN)
-        .arg("--config")
-        .arg(&f.config)
-        .arg("--output")
-        .arg(&f.output)
-        .arg("--addon-dir")
-        .arg(&f.addon_dir)
-        .arg("--base-dir")
-        .arg(&f.base_dir)
-        .arg("--main-config")
-        .arg(&f.main_config)
-        .arg("--nft")
-        .arg(&f.nft)
-        .arg("--reload-command")
-        .arg(reload)
-        .arg("--state")
-        .arg(&f.state)
-        .env_remove("RUNTIME_DIRECTORY")
-        .env_remove("JOURNAL_STREAM");
-    output_within(cmd, Duration::from_secs(30))
+    let dir = f.state.parent().unwrap().to_str().unwrap();
+    let remount =
+        r#"mount --bind "$1" "$1" && mount -o remount,bind,ro "$1" && shift && exec "$@""#;
+    let wrapper = [
+        "unshare",
+        "--mount",
+        "--propagation",
+        "private",
+        "sh",
+        "-c",
+        remount,
+        "sh",
+        dir,
+    ];
+    output_within(f.command(&wrapper, &f.reload()), Duration::from_secs(30))
 }
 
 #[test]

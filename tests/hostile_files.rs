@@ -10,7 +10,7 @@ use std::fs;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Output;
 use std::time::{Duration, Instant};
 
 const PORT: u16 = 8443;
@@ -276,29 +276,7 @@ fn hostile_lock_is_refused() {
 
 /// The binary with the fixture's paths, started through `wrapper` (e.g. setpriv).
 fn run_wrapped(f: &Fixture, wrapper: &[&str]) -> Output {
-    let reload = format!("{} -f {}", f.nft.display(), f.main_config.display());
-    let mut cmd = Command::new(wrapper[0]);
-    cmd.args(&wrapper[1..])
-        .arg(BIN)
-        .arg("--config")
-        .arg(&f.config)
-        .arg("--output")
-        .arg(&f.output)
-        .arg("--addon-dir")
-        .arg(&f.addon_dir)
-        .arg("--base-dir")
-        .arg(&f.base_dir)
-        .arg("--main-config")
-        .arg(&f.main_config)
-        .arg("--nft")
-        .arg(&f.nft)
-        .arg("--reload-command")
-        .arg(reload)
-        .arg("--state")
-        .arg(&f.state)
-        .env_remove("RUNTIME_DIRECTORY")
-        .env_remove("JOURNAL_STREAM");
-    output_within(cmd, Duration::from_secs(30))
+    output_within(f.command(wrapper, &f.reload()), Duration::from_secs(30))
 }
 
 #[test]

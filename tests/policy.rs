@@ -5,7 +5,6 @@ mod common;
 
 use common::*;
 use std::fs;
-use std::net::TcpListener;
 use std::time::Duration;
 
 const PORT: u16 = 9443;
@@ -36,7 +35,7 @@ fn live_web() -> String {
 /// many times nft was invoked after the first (initial) apply.
 fn flap(f: &Fixture, runs: usize) -> usize {
     let _backup = listen("127.0.0.2", PORT);
-    let mut primary: Option<TcpListener> = Some(listen("127.0.0.1", PORT));
+    let mut primary: Option<Listener> = Some(listen("127.0.0.1", PORT));
     assert_exit(&f.run(&[]), 0);
     let after_first = f.nft_calls().len();
     for i in 0..runs {

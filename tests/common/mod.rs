@@ -77,8 +77,22 @@ pub fn blackhole(addrs: &[&str], port: u16) {
 }
 
 /// A listener on a loopback address; connects succeed while it lives.
-pub fn listen(addr: &str, port: u16) -> TcpListener {
-    TcpListener::bind((addr, port)).unwrap_or_else(|e| panic!("bind {addr}:{port}: {e}"))
+pub fn listen(addr: &str, port: u16) -> Listener {
+    Listener(TcpListener::bind((addr, port)).unwrap_or_else(|e| panic!("bind {addr}:{port}: {e}")))
+}
+
+/// A listening socket that stops listening when dropped, even if a child process that another
+/// test thread is just forking still holds a copy of its descriptor (until that child execs,
+/// the socket would otherwise go on accepting, and a "dead" candidate would answer).
+pub struct Listener(pub TcpListener);
+
+impl Drop for Listener {
+    fn drop(&mut self) {
+        use std::os::fd::AsRawFd;
+        // SAFETY: shutdown on a descriptor we own; on a listening TCP socket it stops the
+        // listening state for every holder of the socket.
+        unsafe { libc::shutdown(self.0.as_raw_fd(), libc::SHUT_RDWR) };
+    }
 }
 
 /// A scratch tree: config, addon dir with the output, base dir, main config, and an `nft`
@@ -143,12 +157,26 @@ impl Fixture {
 
     /// Runs the binary with this fixture's paths; the reload applies the main config.
     pub fn run(&self, extra: &[&str]) -> Output {
-        let reload = format!("{} -f {}", self.nft.display(), self.main_config.display());
-        self.run_with_reload(&reload, extra)
+        self.run_with_reload(&self.reload(), extra)
     }
 
     pub fn run_with_reload(&self, reload: &str, extra: &[&str]) -> Output {
-        let mut cmd = Command::new(BIN);
+        let mut cmd = self.command(&[], reload);
+        cmd.args(extra);
+        output_within(cmd, Duration::from_secs(30))
+    }
+
+    /// The binary with this fixture's paths and `reload`, started through `wrapper` (e.g.
+    /// `["unshare", "--mount", …]`; empty: directly). Callers add arguments and run it.
+    pub fn command(&self, wrapper: &[&str], reload: &str) -> Command {
+        let mut cmd = match wrapper.split_first() {
+            Some((program, args)) => {
+                let mut c = Command::new(program);
+                c.args(args).arg(BIN);
+                c
+            }
+            None => Command::new(BIN),
+        };
         cmd.arg("--config")
             .arg(&self.config)
             .arg("--output")
@@ -165,10 +193,14 @@ impl Fixture {
             .arg(reload)
             .arg("--state")
             .arg(&self.state)
-            .args(extra)
             .env_remove("RUNTIME_DIRECTORY")
             .env_remove("JOURNAL_STREAM");
-        output_within(cmd, Duration::from_secs(30))
+        cmd
+    }
+
+    /// The default reload command: the fixture's nft wrapper loads the main config.
+    pub fn reload(&self) -> String {
+        format!("{} -f {}", self.nft.display(), self.main_config.display())
     }
 
     pub fn nft_calls(&self) -> Vec<String> {
