@@ -315,7 +315,9 @@ async fn session(options: MqttOptions, messages: &[Message]) -> anyhow::Result<(
     let mut acked = 0;
     let mut disconnecting = false;
     loop {
-        match events.poll().await? {
+        // Its Display already includes its source; anyhow's chain would print it twice.
+        let event = events.poll().await.map_err(|e| anyhow::anyhow!("{e}"))?;
+        match event {
             Event::Incoming(Packet::ConnAck(ack))
                 if ack.code != rumqttc::ConnectReturnCode::Success =>
             {
