@@ -352,3 +352,76 @@ pub fn is_node_id(s: &str) -> bool {
         && s.bytes()
             .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::config::parse;
+    use std::path::Path;
+    use std::time::Duration;
+
+    fn load(settings: &str) -> Result<super::Publish, String> {
+        let text = format!(
+            r#"{{"settings": {{{settings}}}, "failover": {{"a": {{"ip4": "10.0.0.1", "port": 1}}}}}}"#
+        );
+        parse(&text, Path::new("f.json"))
+            .map(|c| c.publish)
+            .map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn all_off_unless_configured_and_defaults_filled_in() {
+        assert_eq!(load("").unwrap(), super::Publish::default());
+        let p = load(
+            r#""on_change": {"command": ["/usr/local/bin/notify", "--all"]},
+               "metrics": {"path": "/var/lib/node_exporter/failover.prom"},
+               "mqtt": {"broker": "mqtt.lan", "ca_file": "/etc/ssl/ca.pem"}"#,
+        )
+        .unwrap();
+        let hook = p.on_change.unwrap();
+        assert_eq!(hook.command, ["/usr/local/bin/notify", "--all"]);
+        assert_eq!(hook.timeout, Duration::from_secs(10));
+        assert!(p.metrics.is_some());
+        let m = p.mqtt.unwrap();
+        assert_eq!(m.port, 8883, "TLS has its own default port");
+        assert_eq!(m.discovery_prefix, "homeassistant");
+        assert_eq!(m.timeout, Duration::from_secs(2));
+        assert_eq!(m.refresh, Duration::from_secs(60));
+        assert_eq!(m.expire_after, Duration::from_secs(300));
+        assert_eq!(
+            load(r#""mqtt": {"broker": "b"}"#)
+                .unwrap()
+                .mqtt
+                .unwrap()
+                .port,
+            1883
+        );
+    }
+
+    #[test]
+    fn every_problem_names_its_key() {
+        let e = load(
+            r#""on_change": {"command": "/bin/x", "timeout": 5},
+               "mqtt": {"broker": "b", "base_topic": "a/#", "node_id": "my host",
+                        "credentials_file": "creds", "timeout_ms": 0}"#,
+        )
+        .unwrap_err();
+        for expected in [
+            "settings.on_change.command: expected a non-empty list of strings",
+            "settings.on_change: unknown key \"timeout\"; expected one of: command, timeout_ms",
+            "settings.mqtt.base_topic: expected topic levels separated by '/', without wildcards",
+            "settings.mqtt.node_id: expected letters, digits, _ and - only",
+            "settings.mqtt.credentials_file: expected an absolute path, found \"creds\"",
+            "settings.mqtt.timeout_ms: expected milliseconds from 100 to 60000, found number 0",
+        ] {
+            assert!(e.contains(expected), "no {expected:?} in:\n{e}");
+        }
+        // Only at the top level: a variable cannot have its own broker.
+        let e = parse(
+            r#"{"failover": {"a": {"ip4": "10.0.0.1", "port": 1, "mqtt": {"broker": "b"}}}}"#,
+            Path::new("f.json"),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("failover.a: unknown key \"mqtt\""), "{e}");
+    }
+}

@@ -78,8 +78,9 @@ pub fn base_topic(m: &Mqtt, node: &Node) -> String {
 }
 
 /// Every retained message of a run: per define its state and a sensor's discovery config, per
-/// candidate its health and a connectivity binary_sensor's discovery config. Families without
-/// addresses are left out (their define never changes).
+/// candidate its health and a connectivity binary_sensor's discovery config; without
+/// `discovery` only the states. Families without addresses are left out (their define never
+/// changes).
 pub fn messages(
     m: &Mqtt,
     node: &Node,
@@ -87,6 +88,7 @@ pub fn messages(
     run: &Run,
     state: &State,
     p: &PublishState,
+    discovery: bool,
 ) -> Vec<Message> {
     let base = base_topic(m, node);
     let expire = m.expire_after.as_secs();
@@ -116,22 +118,24 @@ pub fn messages(
             ),
             _ => (candidate(config, c), c.index),
         };
-        out.push(Message {
-            topic: format!("{}/sensor/{}/{define}/config", m.discovery_prefix, node.id),
-            payload: json!({
-                "name": define,
-                "unique_id": unique,
-                "object_id": unique,
-                "state_topic": topic,
-                "value_template": "{{ value_json.value }}",
-                "json_attributes_topic": topic,
-                "expire_after": expire,
-                "icon": "mdi:swap-horizontal",
-                "device": device,
-                "origin": origin,
-            })
-            .to_string(),
-        });
+        out.extend(discovery.then(|| {
+            Message {
+                topic: format!("{}/sensor/{}/{define}/config", m.discovery_prefix, node.id),
+                payload: json!({
+                    "name": define,
+                    "unique_id": unique,
+                    "object_id": unique,
+                    "state_topic": topic,
+                    "value_template": "{{ value_json.value }}",
+                    "json_attributes_topic": topic,
+                    "expire_after": expire,
+                    "icon": "mdi:swap-horizontal",
+                    "device": device,
+                    "origin": origin,
+                })
+                .to_string(),
+            }
+        }));
         out.push(Message {
             topic: topic.clone(),
             payload: json!({
@@ -153,25 +157,27 @@ pub fn messages(
                 .and_then(|k| k.candidates.get(i))
                 .filter(|s| s.address == *addr)
                 .and_then(|s| s.counted.as_ref());
-            out.push(Message {
-                topic: format!(
-                    "{}/binary_sensor/{}/{define}_{level}/config",
-                    m.discovery_prefix, node.id
-                ),
-                payload: json!({
-                    "name": format!("{define} {cand}"),
-                    "unique_id": cunique,
-                    "object_id": cunique,
-                    "device_class": "connectivity",
-                    "state_topic": ctopic,
-                    "value_template": "{{ 'ON' if value_json.up else 'OFF' }}",
-                    "json_attributes_topic": ctopic,
-                    "expire_after": expire,
-                    "device": device,
-                    "origin": origin,
-                })
-                .to_string(),
-            });
+            out.extend(discovery.then(|| {
+                Message {
+                    topic: format!(
+                        "{}/binary_sensor/{}/{define}_{level}/config",
+                        m.discovery_prefix, node.id
+                    ),
+                    payload: json!({
+                        "name": format!("{define} {cand}"),
+                        "unique_id": cunique,
+                        "object_id": cunique,
+                        "device_class": "connectivity",
+                        "state_topic": ctopic,
+                        "value_template": "{{ 'ON' if value_json.up else 'OFF' }}",
+                        "json_attributes_topic": ctopic,
+                        "expire_after": expire,
+                        "device": device,
+                        "origin": origin,
+                    })
+                    .to_string(),
+                }
+            }));
             out.push(Message {
                 topic: ctopic,
                 payload: json!({
@@ -187,9 +193,23 @@ pub fn messages(
     out
 }
 
-pub fn digest(messages: &[Message]) -> String {
-    let mut all = Vec::new();
-    for msg in messages {
+/// What tells a run with something new to publish from one without: the state messages and
+/// everything besides them that the discovery configs are made of (their topics and unique_ids
+/// follow the state topics).
+pub fn digest(m: &Mqtt, node: &Node, states: &[Message]) -> String {
+    // The broker too: a new one gets everything at once, not after refresh_s.
+    let mut all = format!(
+        "{}:{}\0{}\0{}\0{}\0{}\0{}\0",
+        m.broker,
+        m.port,
+        m.discovery_prefix,
+        node.id,
+        node.host,
+        m.expire_after.as_secs(),
+        env!("CARGO_PKG_VERSION")
+    )
+    .into_bytes();
+    for msg in states {
         all.extend_from_slice(msg.topic.as_bytes());
         all.push(0);
         all.extend_from_slice(msg.payload.as_bytes());
@@ -214,12 +234,15 @@ pub fn after_run(
     now: u64,
 ) {
     let node = Node::of(m);
-    let msgs = messages(m, &node, config, run, state, p);
-    let digest = digest(&msgs);
+    // Discovery configs are only built when there is something to publish: an unchanged run
+    // costs the state payloads and a hash.
+    let states = messages(m, &node, config, run, state, p, false);
+    let digest = digest(m, &node, &states);
     if !due(m, p.mqtt.as_ref(), &digest, now) {
         log::debug("mqtt: nothing changed since the last publish");
         return;
     }
+    let msgs = messages(m, &node, config, run, state, p, true);
     let topics: HashSet<&str> = msgs.iter().map(|m| m.topic.as_str()).collect();
     // An empty retained message deletes the retained one; Home Assistant removes the entity.
     let gone: Vec<Message> = p
@@ -384,4 +407,71 @@ fn tls_config(ca_file: &Path) -> anyhow::Result<rustls::ClientConfig> {
     .with_safe_default_protocol_versions()?
     .with_root_certificates(roots)
     .with_no_client_auth())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn mqtt(refresh_s: u64) -> Mqtt {
+        Mqtt {
+            broker: "b".into(),
+            port: 1883,
+            ca_file: None,
+            credentials_file: None,
+            client_id: None,
+            base_topic: None,
+            discovery_prefix: "homeassistant".into(),
+            node_id: None,
+            timeout: Duration::from_secs(2),
+            refresh: Duration::from_secs(refresh_s),
+            expire_after: Duration::from_secs(300),
+        }
+    }
+
+    #[test]
+    fn publishes_on_change_and_every_refresh_otherwise_not() {
+        let m = mqtt(60);
+        let last = Published {
+            at: 1000,
+            digest: "d".into(),
+            topics: vec![],
+        };
+        assert!(due(&m, None, "d", 1000), "never published");
+        assert!(!due(&m, Some(&last), "d", 1059));
+        assert!(due(&m, Some(&last), "d", 1060), "refresh for expire_after");
+        assert!(due(&m, Some(&last), "e", 1001), "changed");
+        assert!(
+            due(&mqtt(0), Some(&last), "d", 1000),
+            "refresh_s 0: every run"
+        );
+    }
+
+    #[test]
+    fn digest_follows_the_broker_and_discovery_inputs() {
+        let node = Node {
+            id: "n".into(),
+            host: "h".into(),
+        };
+        let states = [Message {
+            topic: "t".into(),
+            payload: "{}".into(),
+        }];
+        let d = digest(&mqtt(60), &node, &states);
+        assert_eq!(d, digest(&mqtt(60), &node, &states));
+        let mut other = mqtt(60);
+        other.broker = "c".into();
+        assert_ne!(d, digest(&other, &node, &states));
+        let mut other = mqtt(60);
+        other.expire_after = Duration::from_secs(600);
+        assert_ne!(d, digest(&other, &node, &states));
+        assert_ne!(d, digest(&mqtt(60), &node, &[]));
+    }
+
+    #[test]
+    fn topic_levels_are_safe_in_topics_and_unique_ids() {
+        assert_eq!(topic_level("2001:db8::1"), "2001_db8__1");
+        assert_eq!(topic_level("10.0.0.1"), "10_0_0_1");
+        assert_eq!(topic_level("router.lan"), "router_lan");
+    }
 }
