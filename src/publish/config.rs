@@ -425,3 +425,14 @@ mod tests {
         assert!(e.contains("failover.a: unknown key \"mqtt\""), "{e}");
     }
 }
+
+#[cfg(test)]
+mod example {
+    #[test]
+    fn the_example_config_is_valid() {
+        let text = include_str!("../../etc/examples/publish.json");
+        let config = crate::config::parse(text, std::path::Path::new("publish.json")).unwrap();
+        let p = config.publish;
+        assert!(p.on_change.is_some() && p.metrics.is_some() && p.mqtt.is_some());
+    }
+}
