@@ -53,6 +53,10 @@ pub struct Mqtt {
 
 pub const HOOK_TIMEOUT_MS: u64 = 10_000;
 pub const MQTT_TIMEOUT_MS: u64 = 2_000;
+// Both run after the apply but before the state is saved, inside the unit's
+// TimeoutStartSec=60s: a run killed there would lose this run's counters.
+pub const HOOK_TIMEOUT_MAX_MS: u64 = 30_000;
+pub const MQTT_TIMEOUT_MAX_MS: u64 = 10_000;
 pub const MQTT_REFRESH_S: u64 = 60;
 pub const MQTT_EXPIRE_AFTER_S: u64 = 300;
 
@@ -193,7 +197,7 @@ fn hook(value: &Json, at: &str, problems: &mut Vec<String>) -> Option<Hook> {
         get(entries, "timeout_ms"),
         &format!("{at}.timeout_ms"),
         1,
-        600_000,
+        HOOK_TIMEOUT_MAX_MS,
         "milliseconds",
         problems,
     );
@@ -300,7 +304,7 @@ fn mqtt(value: &Json, at: &str, problems: &mut Vec<String>) -> Option<Mqtt> {
         get(entries, "timeout_ms"),
         &key("timeout_ms"),
         100,
-        60_000,
+        MQTT_TIMEOUT_MAX_MS,
         "milliseconds",
         problems,
     );
@@ -411,7 +415,7 @@ mod tests {
             "settings.mqtt.base_topic: expected topic levels separated by '/', without wildcards",
             "settings.mqtt.node_id: expected letters, digits, _ and - only",
             "settings.mqtt.credentials_file: expected an absolute path, found \"creds\"",
-            "settings.mqtt.timeout_ms: expected milliseconds from 100 to 60000, found number 0",
+            "settings.mqtt.timeout_ms: expected milliseconds from 100 to 10000, found number 0",
         ] {
             assert!(e.contains(expected), "no {expected:?} in:\n{e}");
         }
