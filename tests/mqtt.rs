@@ -161,7 +161,14 @@ fn retained_state_and_discovery_arrive_and_follow_a_failover() {
         assert!(!stderr(&out).contains("mqtt"), "{}", stderr(&out));
         // A change with the broker down: applied, a warning, the same exit code.
         let primary = listen("127.0.0.1", PORT);
+        let started = Instant::now();
         let out = f.run(&[]);
+        // A stopped broker refuses at once; in any case it costs at most timeout_ms (1 s).
+        assert!(
+            started.elapsed() < Duration::from_secs(2),
+            "{:?}",
+            started.elapsed()
+        );
         assert_exit(&out, 0);
         assert!(ruleset().contains("ip daddr 127.0.0.1 tcp dport 8443"));
         assert!(

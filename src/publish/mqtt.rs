@@ -124,7 +124,6 @@ pub fn messages(
                 payload: json!({
                     "name": define,
                     "unique_id": unique,
-                    "object_id": unique,
                     "state_topic": topic,
                     "value_template": "{{ value_json.value }}",
                     "json_attributes_topic": topic,
@@ -166,7 +165,6 @@ pub fn messages(
                     payload: json!({
                         "name": format!("{define} {cand}"),
                         "unique_id": cunique,
-                        "object_id": cunique,
                         "device_class": "connectivity",
                         "state_topic": ctopic,
                         "value_template": "{{ 'ON' if value_json.up else 'OFF' }}",
