@@ -18,6 +18,8 @@ pub const DEFAULT_TIMEOUT_MS: u64 = 2000;
 pub struct Config {
     pub settings: Settings,
     pub variables: Vec<Variable>,
+    /// `on_change`, `metrics`, `mqtt` from the top-level settings (see `publish::config`).
+    pub publish: crate::publish::config::Publish,
 }
 
 /// Top-level `"settings"`, or the same keys inside a variable to override them there.
@@ -272,12 +274,15 @@ fn validate(tree: &Json, problems: &mut Vec<String>) -> Option<Config> {
         return None;
     };
     report_duplicates(top, "top level", problems);
+    let mut publish = crate::publish::config::Publish::default();
     let settings = match lookup(top, "settings") {
         Some(Json::Object(entries)) => {
             report_duplicates(entries, "settings", problems);
             let mut settings = Settings::default();
             for (key, value) in entries {
-                if !setting(&mut settings, key, value, "settings", problems) {
+                if !crate::publish::config::setting(&mut publish, key, value, "settings", problems)
+                    && !setting(&mut settings, key, value, "settings", problems)
+                {
                     problems.push(format!(
                         "settings: unknown key {key:?}; expected one of: {SETTING_KEYS}"
                     ));
@@ -322,10 +327,12 @@ fn validate(tree: &Json, problems: &mut Vec<String>) -> Option<Config> {
     Some(Config {
         settings,
         variables,
+        publish,
     })
 }
 
-const SETTING_KEYS: &str = "timeout_ms, fall, rise, preempt, preempt_delay_s, all_down, fallback";
+const SETTING_KEYS: &str = "timeout_ms, fall, rise, preempt, preempt_delay_s, all_down, fallback \
+                            (and at the top level: on_change, metrics, mqtt)";
 
 /// Parses one settings key into `settings`; returns false if the key is not a setting.
 fn setting(
@@ -659,7 +666,7 @@ fn lookup<'a>(entries: &'a [(String, Json)], key: &str) -> Option<&'a Json> {
     entries.iter().find(|(k, _)| k == key).map(|(_, v)| v)
 }
 
-fn report_duplicates(entries: &[(String, Json)], at: &str, problems: &mut Vec<String>) {
+pub(crate) fn report_duplicates(entries: &[(String, Json)], at: &str, problems: &mut Vec<String>) {
     // Counted, not compared pairwise: a config may have thousands of variables.
     let mut count: HashMap<&str, usize> = HashMap::with_capacity(entries.len());
     for (key, _) in entries {

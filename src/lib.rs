@@ -15,6 +15,7 @@ pub mod jsonc;
 pub mod log;
 pub mod policy;
 pub mod probe;
+pub mod publish;
 pub mod render;
 pub mod run;
 pub mod select;

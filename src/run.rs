@@ -7,7 +7,7 @@ use crate::config::{self, Config};
 use crate::evaluate::{self, Evaluation, candidate, evaluate};
 use crate::select::{Choice, Results};
 use crate::state::{self, State};
-use crate::{files, log, signals};
+use crate::{files, log, publish, signals};
 use std::time::{Duration, Instant};
 
 /// Exit codes: the contract with systemd and admins' scripts.
@@ -172,6 +172,15 @@ fn run_once(cli: &Cli) -> u8 {
             }
         }
     };
+    // Hook, metrics and MQTT come after the apply: they can neither delay nor undo it.
+    let applied = (need == apply::Need::Apply).then_some(code == EXIT_OK);
+    let done = publish::Run {
+        choices: &eval.choices,
+        results: &eval.results,
+        applied,
+        started,
+    };
+    publish::after_run(&config, &previous, &mut new_state, &done);
     if keep_state {
         save_state(cli, &new_state);
     }

@@ -21,6 +21,9 @@ pub struct State {
     pub last_apply: Option<ApplyOutcome>,
     #[serde(default)]
     pub variables: BTreeMap<String, VariableState>,
+    /// Counters and publish history of hook, metrics and MQTT (see `publish`).
+    #[serde(default)]
+    pub publish: crate::publish::PublishState,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

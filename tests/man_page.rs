@@ -201,6 +201,23 @@ fn extra_sections(cmd: &Command) -> Roff {
          up. fallback: {\"ip4\": ADDRESS, \"ip6\": ADDRESS}, or one value for variables with \
          values.",
     );
+    item(
+        &mut r,
+        [
+            bold("settings.on_change"),
+            roman(", "),
+            bold("settings.metrics"),
+            roman(", "),
+            bold("settings.mqtt"),
+        ],
+        "Optional, top level only, each off unless set; all run after the apply and never \
+         change its outcome or the exit status. on_change: {\"command\": [ARGV...], \
+         \"timeout_ms\": 10000}, run without a shell after an apply that changed defines, \
+         with FAILOVER_* environment variables and the changes as JSON on stdin. metrics: \
+         {\"path\": FILE.prom}, a Prometheus textfile rewritten every run. mqtt: {\"broker\": \
+         HOST, ...}, retained state and Home Assistant discovery; at most timeout_ms (default \
+         2000) per run. See the README.",
+    );
     paragraph(
         &mut r,
         [roman(
