@@ -10,6 +10,7 @@
 
 use std::fs::{self, File};
 use std::os::unix::io::AsRawFd;
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
@@ -66,6 +67,22 @@ fn preflight() -> Result<(), String> {
         );
     }
     Ok(())
+}
+
+trait PdeathSig {
+    fn pre_exec_pdeathsig(&mut self) -> &mut Self;
+}
+
+impl PdeathSig for Command {
+    fn pre_exec_pdeathsig(&mut self) -> &mut Self {
+        // SAFETY: prctl is async-signal-safe and touches only the child.
+        unsafe {
+            self.pre_exec(|| {
+                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM);
+                Ok(())
+            })
+        }
+    }
 }
 
 /// Waits for a child with a time limit; kills it and returns None when the limit passes.
@@ -243,6 +260,9 @@ impl Container {
             // share it; nspawn's image lock would refuse the second one.
             .env("SYSTEMD_NSPAWN_LOCK", "0")
             .stdin(Stdio::null())
+            // If the test process dies (killed, or a panic outside this guard), nspawn gets
+            // SIGTERM and powers the container off.
+            .pre_exec_pdeathsig()
             .stdout(file.try_clone().unwrap())
             .stderr(file)
             .spawn()

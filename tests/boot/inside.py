@@ -195,7 +195,7 @@ def install():
     deb = glob.glob(f"{TEST}/deb/*.deb")
     if len(deb) != 1:
         fail(f"expected one .deb in {TEST}/deb, found {deb}")
-    p = sh("dpkg", "-i", deb[0])
+    sh("dpkg", "-i", deb[0])
     ok("install: dpkg -i", os.path.basename(deb[0]))
     pw = out("getent", "passwd", USER).split(":")
     ok("install: system user", f"{USER} uid {pw[2]}, home {pw[5]}, shell {pw[6]}")
@@ -210,7 +210,6 @@ def install():
     if enabled == "enabled" or active == "active":
         fail(f"the timer is {enabled}/{active} right after install; README: not enabled on install")
     ok("install: timer not enabled", f"{enabled}, {active}")
-    del p
 
 
 def readme_install():
@@ -255,9 +254,10 @@ def failover(listeners, c):
     timer = {k: v for s, k, v in unit_directives(f"/lib/systemd/system/{TIMER}") if s == "Timer"}
     interval, accuracy = seconds(timer["OnUnitActiveSec"]), seconds(timer["AccuracySec"])
     # README, "Latency": a refused connect is noticed after fall x T (fall = rise = 1 here),
-    # plus tens of milliseconds of apply; the timer may fire up to AccuracySec late. The slack
+    # plus tens of milliseconds of apply; the timer may fire up to AccuracySec late (systemd
+    # coalesces timers within that window, so in practice it runs every T + AccuracySec). The slack
     # covers a loaded CI machine.
-    bound = interval + accuracy + 1.5
+    bound = interval + accuracy + 2.0
     # One unchanged run first, so the journal shows what such a run logs.
     wait_for("an unchanged timer run", lambda: unchanged_after(c) >= 1, 10 + interval + accuracy + 5)
     listeners[PRIMARY].stop()
@@ -303,11 +303,9 @@ def failover(listeners, c):
         fail(f"expected at least two unchanged runs, found {len(unchanged)}: " +
              repr([[message(e) for e in r] for r in runs]))
     for r in unchanged:
-        loud = [f"<{e.get('PRIORITY')}> {message(e)}" for e in r
-                if e.get("SYSLOG_IDENTIFIER") != "systemd" and int(e.get("PRIORITY", 6)) < 6]
-        sudo = [message(e) for e in r if e.get("SYSLOG_IDENTIFIER") == "sudo"]
-        if loud or sudo:
-            fail(f"an unchanged run logged above info or ran sudo: {loud} {sudo}")
+        lines = [(int(e.get("PRIORITY", 6)), message(e)) for e in r]
+        if lines != [(6, f"{INCLUDE}: unchanged")]:
+            fail(f"an unchanged run logged more than one info line: {lines}")
     ok("journal: unchanged runs log nothing above info",
        f"{len(unchanged)} unchanged runs, each only '{INCLUDE}: unchanged' at info, no sudo")
 
