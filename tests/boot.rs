@@ -259,6 +259,9 @@ impl Container {
             // The cached root is only ever the read-only lower layer, so parallel runs may
             // share it; nspawn's image lock would refuse the second one.
             .env("SYSTEMD_NSPAWN_LOCK", "0")
+            // The unified cgroup hierarchy of a Debian 12 host, also where the host mounts a
+            // hybrid one.
+            .env("SYSTEMD_NSPAWN_UNIFIED_HIERARCHY", "1")
             .stdin(Stdio::null())
             // If the test process dies (killed, or a panic outside this guard), nspawn gets
             // SIGTERM and powers the container off.
