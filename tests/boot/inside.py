@@ -279,7 +279,11 @@ def failover(listeners, c):
               for e in entries if int(e.get("PRIORITY", 6)) <= 3]
     if errors:
         fail("error-priority lines in the journal:\n" + "\n".join(errors))
-    ok("journal: no error-priority lines", f"{len(entries)} lines from {UNIT}, none at err or above")
+    prios = {}
+    for e in entries:
+        prios[e.get("PRIORITY")] = prios.get(e.get("PRIORITY"), 0) + 1
+    ok("journal: no error-priority lines",
+       f"{len(entries)} lines from {UNIT}, none at err or above (by priority: {dict(sorted(prios.items()))})")
     ours = [e for e in entries if e.get("SYSLOG_IDENTIFIER") == "nftables-failover"]
     transitions = [message(e) for e in ours if re.match(r"^web_v4: \S+ -> \S+", message(e))]
     expected = [f"web_v4: {PRIMARY} -> {BACKUP} ", f"web_v4: {BACKUP} -> {PRIMARY} "]
@@ -298,6 +302,13 @@ def failover(listeners, c):
         elif message(e).endswith(": Deactivated successfully."):
             runs.append(current)
             current = []
+    # The timer's cadence: the time between the first lines of consecutive runs.
+    starts = [int(r[0]["__REALTIME_TIMESTAMP"]) / 1e6 for r in runs if r]
+    gaps = [b - a for a, b in zip(starts, starts[1:])]
+    if not gaps or any(g < interval - 0.5 or g > interval + accuracy + 1.0 for g in gaps):
+        fail(f"runs {gaps} s apart; the timer says every {interval:g} s (AccuracySec {accuracy:g} s)")
+    ok("timer cadence", f"{len(starts)} runs, {', '.join(f'{g:.2f}' for g in gaps)} s apart "
+       f"(OnUnitActiveSec {interval:g} s, AccuracySec {accuracy:g} s)")
     unchanged = [r for r in runs if any(message(e).endswith(": unchanged") for e in r)]
     if len(unchanged) < 2:
         fail(f"expected at least two unchanged runs, found {len(unchanged)}: " +
@@ -305,7 +316,7 @@ def failover(listeners, c):
     for r in unchanged:
         lines = [(int(e.get("PRIORITY", 6)), message(e)) for e in r]
         if lines != [(6, f"{INCLUDE}: unchanged")]:
-            fail(f"an unchanged run logged more than one info line: {lines}")
+            fail(f"an unchanged run logged other than one info line: {lines}")
     ok("journal: unchanged runs log nothing above info",
        f"{len(unchanged)} unchanged runs, each only '{INCLUDE}: unchanged' at info, no sudo")
 
