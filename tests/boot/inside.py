@@ -454,24 +454,27 @@ def service_sandbox():
     ok("sandbox: NoNewPrivs and seccomp", f"NoNewPrivs {st['NoNewPrivs']}, Seccomp_filters {filters} "
        f"(PID 1 of the container, i.e. nspawn's: {base})")
 
+    def rw(path):
+        # Through the process's root, so in its mount namespace; statvfs has the final word
+        # (mountinfo lists stacked mounts).
+        return not os.statvfs(f"/proc/{pid}/root{path}").f_flag & os.ST_RDONLY
+
     checked = []
     ps = setting.get("ProtectSystem", "no")
     if ps in ("strict", "full", "yes", "true"):
         paths = {"strict": ["/", "/usr", "/etc", "/var"], "full": ["/usr", "/boot", "/etc"]}.get(ps, ["/usr"])
         for p in paths:
-            w, at = writable(m, p)
-            if w:
-                fail(f"ProtectSystem={ps}: {p} is writable for the service (mount {at})")
+            if rw(p):
+                fail(f"ProtectSystem={ps}: {p} is writable for the service (mount {writable(m, p)[1]})")
         checked.append(f"ProtectSystem={ps}: {', '.join(paths)} read-only")
-    for rw in setting.get("ReadWritePaths", "").split():
-        path = rw.lstrip("-+")
-        w, at = writable(m, path)
-        if not w:
-            fail(f"ReadWritePaths: {path} is read-only for the service (mount {at})")
+    for entry in setting.get("ReadWritePaths", "").split():
+        path = entry.lstrip("-+")
+        if not rw(path):
+            fail(f"ReadWritePaths: {path} is read-only for the service (mount {writable(m, path)[1]})")
         checked.append(f"ReadWritePaths {path} rw")
     for ro in setting.get("ReadOnlyPaths", "").split():
         path = ro.lstrip("-+")
-        if os.path.exists(path) and writable(m, path)[0]:
+        if os.path.exists(path) and rw(path):
             fail(f"ReadOnlyPaths: {path} is writable for the service")
         checked.append(f"ReadOnlyPaths {path} ro")
     if setting.get("ProtectHome", "no") not in ("no", "false"):
@@ -481,11 +484,11 @@ def service_sandbox():
         checked.append("ProtectHome: /home /root /run/user covered")
     if setting.get("PrivateTmp", "no") in ("yes", "true"):
         for p in ("/tmp", "/var/tmp"):
-            if p not in m or not writable(m, p)[0]:
+            if p not in m or not rw(p):
                 fail(f"PrivateTmp: no private writable {p} for the service")
         checked.append("PrivateTmp: own /tmp and /var/tmp")
     if setting.get("ProtectControlGroups", "no") in ("yes", "true"):
-        if writable(m, "/sys/fs/cgroup")[0]:
+        if rw("/sys/fs/cgroup"):
             fail("ProtectControlGroups: /sys/fs/cgroup is writable for the service")
         checked.append("ProtectControlGroups: /sys/fs/cgroup ro")
     if "ProtectProc" in setting:
@@ -497,7 +500,7 @@ def service_sandbox():
             fail(f"ProcSubset={setting['ProcSubset']}: /proc mounted with {m['/proc'][1]}")
         checked.append(f"ProcSubset: subset={setting['ProcSubset']}")
     if setting.get("ProtectKernelTunables", "no") in ("yes", "true"):
-        if writable(m, "/proc/sys")[0]:
+        if rw("/proc/sys"):
             fail("ProtectKernelTunables: /proc/sys writable")
         checked.append("ProtectKernelTunables: /proc/sys ro")
     if setting.get("PrivateDevices", "no") in ("yes", "true"):
