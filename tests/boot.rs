@@ -1,6 +1,6 @@
 //! The package under a real systemd: a minimal Debian 12 root boots with systemd as PID 1 in
 //! `systemd-nspawn` (own network namespace and ruleset, throw-away overlay), the freshly built
-//! `.deb` is installed with `dpkg -i`, and tests/boot/inside.py follows the README's Install
+//! `.deb` is installed as the README says, and tests/boot/inside.py follows the README's Install
 //! section and checks failover, failback, the journal, the sandbox, the sudo rules, the
 //! nftables.service override and the package life cycle inside it.
 //!

@@ -195,8 +195,11 @@ def install():
     deb = glob.glob(f"{TEST}/deb/*.deb")
     if len(deb) != 1:
         fail(f"expected one .deb in {TEST}/deb, found {deb}")
-    sh("dpkg", "-i", deb[0])
-    ok("install: dpkg -i", os.path.basename(deb[0]))
+    # README: "apt install ./target/debian/nftables-failover_*.deb". No package lists here
+    # (private network): the dependencies are installed, so apt needs none.
+    p = sh("apt-get", "install", "-y", "-q", deb[0], timeout=120)
+    ok("install: apt install ./nftables-failover_*.deb", f"{os.path.basename(deb[0])}, " +
+       (re.search(r"\d+ newly installed", p.stdout) or ["?"])[0])
     pw = out("getent", "passwd", USER).split(":")
     ok("install: system user", f"{USER} uid {pw[2]}, home {pw[5]}, shell {pw[6]}")
     st = os.stat(ADDONS)
@@ -717,9 +720,9 @@ def lifecycle():
     after = set(json.loads(read(f"{STATE}/state.json")).get("variables", {}) or ["?"])
     if after != state_vars:
         fail(f"state after upgrade has {after}, before {state_vars}")
-    enabled = show(TIMER, "UnitFileState")
-    if enabled != "enabled":
-        fail(f"timer is {enabled} after the upgrade")
+    enabled = f'{show(TIMER, "UnitFileState")}/{show(TIMER, "ActiveState")}'
+    if enabled != "enabled/active":
+        fail(f"timer is {enabled} after the upgrade: failover would stop until the next boot")
     sh("systemctl", "start", UNIT)
     if f"define web_v4 = {PRIMARY}" not in read(INCLUDE):
         fail("include wrong after upgrade")
