@@ -17,6 +17,7 @@ import os
 import re
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -124,7 +125,6 @@ class Listener:
         wait_for(f"listener on {addr}:{PORT}", self._connects, 10)
 
     def _connects(self):
-        import socket
         try:
             socket.create_connection((self.addr, PORT), timeout=0.5).close()
             return True
@@ -223,7 +223,7 @@ def readme_install():
     text = read(INCLUDE)
     if f"define web_v4 = {PRIMARY}" not in text:
         fail(f"first render of {INCLUDE}:\n{text}")
-    ok("README step 2: systemctl start renders", " | ".join(text.strip().splitlines()[1:]))
+    ok("README step 2: systemctl start renders", " | ".join(l for l in text.splitlines() if l.startswith("define")))
     owner = out("stat", "-c", "%U:%G %a", INCLUDE)
     ok("README step 2: include written by the service user", owner)
     if not owner.startswith(f"{USER}:"):
