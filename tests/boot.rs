@@ -234,6 +234,8 @@ fn build_deb(dir: &Path, deadline: Instant) -> PathBuf {
 struct Container {
     nspawn: Child,
     leader: i32,
+    /// The container's pid namespace, to recognise its PID 1 when cleaning up.
+    pidns: String,
     log: PathBuf,
 }
 
@@ -272,6 +274,7 @@ impl Container {
             .map_err(|e| format!("cannot start systemd-nspawn: {e}"))?;
         let mut container = Container {
             leader: 0,
+            pidns: String::new(),
             nspawn,
             log,
         };
@@ -296,6 +299,7 @@ impl Container {
             self.leader = child_of(&parent).unwrap_or(0);
             std::thread::sleep(Duration::from_millis(20));
         }
+        self.pidns = pid_namespace(self.leader);
         // Until systemd listens on its socket, systemctl fails at once ("offline"); then
         // --wait waits for the boot to finish.
         let state = loop {
@@ -350,23 +354,25 @@ impl Drop for Container {
         // SAFETY: signalling our own child.
         unsafe { libc::kill(self.nspawn.id() as i32, libc::SIGTERM) };
         if wait_within(&mut self.nspawn, Duration::from_secs(30)).is_none() {
-            // wait_within killed nspawn; its PID 1 is gone with it only if it was its child
-            // still, so kill that too (by its pid, checked to be nspawn's child).
-            eprintln!("boot: container did not power off within 30 s; killed");
+            eprintln!("boot: container did not power off within 30 s; killed nspawn");
         } else {
             eprintln!("boot: container powered off in {}", since(start));
         }
-        if self.leader != 0 {
-            // SAFETY: kill by pid; the pid was PID 1 of the container and, with nspawn reaped,
-            // its pid namespace died with it unless it outlived nspawn.
-            let alive = fs::metadata(format!("/proc/{}", self.leader)).is_ok()
-                && fs::read_to_string(format!("/proc/{}/status", self.leader))
-                    .is_ok_and(|s| s.contains("NSpid:") && s.contains("\t1\n"));
-            if alive {
-                unsafe { libc::kill(self.leader, libc::SIGKILL) };
-            }
+        // Normally the container's PID 1 is gone with nspawn. If it outlived it, kill it, and
+        // with it its pid namespace, but only if that pid is still in the namespace recorded at
+        // boot (a reused pid could be anyone's).
+        if !self.pidns.is_empty() && pid_namespace(self.leader) == self.pidns {
+            // SAFETY: kill by pid, checked just above.
+            unsafe { libc::kill(self.leader, libc::SIGKILL) };
+            eprintln!("boot: killed the container's PID 1 ({})", self.leader);
         }
     }
+}
+
+fn pid_namespace(pid: i32) -> String {
+    fs::read_link(format!("/proc/{pid}/ns/pid"))
+        .map(|l| l.display().to_string())
+        .unwrap_or_default()
 }
 
 /// The pid of a child of `parent` that is PID 1 of its own pid namespace, from /proc.
