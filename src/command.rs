@@ -37,6 +37,11 @@ impl Runner {
 
     /// Runs a privileged command; `what` says what it is for in error messages.
     pub fn run(&self, what: &str, command: &[OsString]) -> Result<(), CommandError> {
+        self.output(what, command).map(drop)
+    }
+
+    /// Runs a privileged command and returns its stdout (e.g. nft's JSON listing).
+    pub fn output(&self, what: &str, command: &[OsString]) -> Result<Vec<u8>, CommandError> {
         let argv = self.argv(command);
         crate::log::debug(&format!("running: {}", shown(&argv)));
         let fail = |status: String, output: String| CommandError {
@@ -51,7 +56,7 @@ impl Runner {
             .output()
             .map_err(|e| fail(format!("could not be started: {e}"), String::new()))?;
         if out.status.success() {
-            return Ok(());
+            return Ok(out.stdout);
         }
         let mut output = String::from_utf8_lossy(&out.stderr).into_owned();
         output.push_str(&String::from_utf8_lossy(&out.stdout));

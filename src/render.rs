@@ -23,6 +23,9 @@ pub fn include(config: &Config, choices: &[Choice]) -> String {
             c.rendered
         );
     }
+    defines.push_str(&crate::apply::live::declarations(
+        &crate::apply::live::objects(config, choices),
+    ));
     INCLUDE_TEMPLATE.replace("{defines}\n", &defines)
 }
 
