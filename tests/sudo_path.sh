@@ -172,7 +172,28 @@ as_user "$W/nftables-failover" -v || { show; fail "the unchanged run failed"; }
 grep -q "unchanged" "$W/err" || { show; fail "second run did not report 'unchanged'"; }
 grep -q "sudo" "$W/err" && { show; fail "an unchanged run must not run sudo"; }
 
-step "sudo allows the user exactly the three command lines"
+step "live mode: a hand-flushed set is restored through sudo with the fixed live.json lines"
+cp /etc/nftables.d/addons/failover.json "$W/failover.json.reload"
+sed -i 's/"timeout_ms": 1000}/"timeout_ms": 1000, "apply": "live"}/' /etc/nftables.d/addons/failover.json
+grep -q '"apply": "live"' /etc/nftables.d/addons/failover.json || fail "could not switch the config to live mode"
+# The include gains the table's declaration: not a value change, so this one reloads.
+as_user "$W/nftables-failover" -v || { show; fail "the run that switches to live mode failed"; }
+"${T[@]}" nft list set inet nftables_failover endpoint_filer_v4 | grep -q "elements = { 127.0.0.2 }" ||
+    fail "the reload did not load the live set from the include"
+"${T[@]}" nft flush set inet nftables_failover endpoint_filer_v4
+as_user "$W/nftables-failover" -v || { show; fail "the run that restores the live set failed"; }
+for line in "-c -j -f" "-j -f"; do
+    grep -q "running: .*sudo -n /usr/sbin/nft $line /run/nftables-failover/live.json" "$W/err" ||
+        { show; fail "no 'sudo -n /usr/sbin/nft $line /run/nftables-failover/live.json'"; }
+done
+grep -q "restored" "$W/err" || { show; fail "no 'restored' log line"; }
+grep -q "systemctl" "$W/err" && { show; fail "restoring a live set must not reload"; }
+"${T[@]}" nft list set inet nftables_failover endpoint_filer_v4 | grep -q "elements = { 127.0.0.2 }" ||
+    fail "the live set was not restored"
+cp "$W/failover.json.reload" /etc/nftables.d/addons/failover.json
+as_user "$W/nftables-failover" || { show; fail "the run back to reload mode failed"; }
+
+step "sudo allows the user exactly the listed command lines"
 as_user sudo -n /usr/sbin/nft -c -f /etc/nftables.conf || { show; fail "positive control: the allowed check was refused"; }
 refused() {
     if as_user sudo -n "$@"; then
@@ -191,6 +212,9 @@ refused /usr/sbin/nft -c -f /etc/shadow
 refused /usr/sbin/nft -cf /etc/nftables.conf
 refused /usr/sbin/nft -c -f /etc/nftables.conf -f /etc/shadow
 refused /usr/sbin/nft -f /etc/nftables.conf
+refused /usr/sbin/nft -j -f /etc/nftables.conf
+refused /usr/sbin/nft -j -f /run/nftables-failover/main.nft
+refused /usr/sbin/nft -j -f /run/nftables-failover/live.json -f /etc/shadow
 refused /usr/bin/systemctl restart nftables.service
 refused /bin/sh -c id
 
