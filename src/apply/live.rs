@@ -4,8 +4,8 @@
 //!
 //! The same objects are declared in the include (filled from its defines), so a boot or a full
 //! reload loads exactly what a live update left behind. The batch is built from the `nftables`
-//! crate's typed schema, checked with `nft -c -j -f`, applied with `nft -j -f`, and read back
-//! with a `list table` of the same fixed file, so sudoers can allow two fixed command lines.
+//! crate's typed schema and applied with `nft -j -f`; a `list table` request staged in the same
+//! fixed file reads the objects back, so sudoers allows one fixed command line.
 
 use crate::command::Runner;
 use crate::config::{ApplyMode, Config, Family, Value};
@@ -218,11 +218,12 @@ fn element(name: &str, elem: Expression<'static>) -> NfListObject<'static> {
     })
 }
 
-/// The transaction: (re)declare the table and objects (a no-op when they exist), then
-/// replace every element. One batch, so the kernel switches atomically or not at all.
+/// The transaction: (re)declare the objects (a no-op when they exist), then replace every
+/// element. One batch, so the kernel switches atomically or not at all. It does not create the
+/// table: if that is gone, so are the admin's chains in it, and only a reload brings them back.
 pub fn batch(objects: &[Object]) -> Result<Nftables<'static>> {
     use NfCmd::{Add, Flush};
-    let mut cmds = vec![Add(NfListObject::Table(table()))];
+    let mut cmds = Vec::new();
     for o in objects {
         if o.has_set() {
             let s = set(&o.define, o.kind);
@@ -314,14 +315,19 @@ pub fn differences(expected: &Live, live: &Live) -> Vec<String> {
         .collect()
 }
 
-/// The nft command lines, always in this form so sudoers can allow them exactly.
-fn nft_argv(nft: &Path, check: bool, file: &Path) -> Vec<OsString> {
-    let mut argv = vec![nft.as_os_str().to_owned()];
-    if check {
-        argv.push("-c".into());
-    }
-    argv.extend(["-j".into(), "-f".into(), file.as_os_str().to_owned()]);
-    argv
+/// The one nft command line of live mode, always in this form so sudoers can allow it exactly.
+fn nft_argv(nft: &Path, file: &Path) -> Vec<OsString> {
+    vec![
+        nft.as_os_str().to_owned(),
+        "-j".into(),
+        "-f".into(),
+        file.as_os_str().to_owned(),
+    ]
+}
+
+/// nft's answer when a command names a table (or set) that does not exist.
+fn is_missing(e: &crate::command::CommandError) -> bool {
+    !e.sudo_denied && e.output.contains("No such file or directory")
 }
 
 fn stage(file: &Path, doc: &Nftables) -> Result<()> {
@@ -334,21 +340,35 @@ fn stage(file: &Path, doc: &Nftables) -> Result<()> {
 /// ran, or the main config does not load the include).
 pub fn read(runner: &Runner, nft: &Path, file: &Path) -> Result<Option<Live>> {
     stage(file, &list_request())?;
-    match runner.output("listing of the live objects", &nft_argv(nft, false, file)) {
+    match runner.output("listing of the live objects", &nft_argv(nft, file)) {
         Ok(out) => parse_listing(&out).map(Some),
-        Err(e) if e.output.contains("No such file or directory") && !e.sudo_denied => Ok(None),
+        Err(e) if is_missing(&e) => Ok(None),
         Err(e) => Err(e.into()),
     }
 }
 
-/// Checks and applies the transaction, then reads the objects back to confirm the kernel holds
-/// what was rendered. A failure of the check or the apply changes nothing (nft applies a batch
-/// atomically or not at all).
-pub fn transact(runner: &Runner, nft: &Path, file: &Path, objects: &[Object]) -> Result<()> {
+/// What became of a live update.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// The kernel holds the rendered elements (read back).
+    Applied,
+    /// The table is not in the running ruleset; nothing was changed.
+    TableMissing,
+}
+
+/// Applies the transaction, then reads the objects back to confirm the kernel holds what was
+/// rendered. A failed apply changes nothing: nft applies a batch atomically or not at all, and
+/// nft checks the whole batch before committing any of it. (A separate `nft -c` first would
+/// only double the cost: every transaction, even one that is only checked and aborted, waits
+/// for an RCU grace period in the kernel, about 10 ms here.)
+pub fn transact(runner: &Runner, nft: &Path, file: &Path, objects: &[Object]) -> Result<Outcome> {
     let want = expected(objects)?;
     stage(file, &batch(objects)?)?;
-    runner.run("check of the live update", &nft_argv(nft, true, file))?;
-    runner.run("live update", &nft_argv(nft, false, file))?;
+    match runner.run("live update", &nft_argv(nft, file)) {
+        Ok(()) => {}
+        Err(e) if is_missing(&e) => return Ok(Outcome::TableMissing),
+        Err(e) => return Err(e.into()),
+    }
     let Some(live) = read(runner, nft, file)? else {
         bail!("table inet {TABLE} vanished right after the live update");
     };
@@ -359,7 +379,7 @@ pub fn transact(runner: &Runner, nft: &Path, file: &Path, objects: &[Object]) ->
             diff.join("; ")
         );
     }
-    Ok(())
+    Ok(Outcome::Applied)
 }
 
 #[cfg(test)]
@@ -383,25 +403,24 @@ mod tests {
         ];
         let json = serde_json::to_value(batch(&objs).unwrap()).unwrap();
         let cmds = json["nftables"].as_array().unwrap();
-        // add table, then per address: add/flush/fill set and map; per mark: the map only
-        assert_eq!(cmds.len(), 1 + 6 + 3, "{json}");
+        // per address: add/flush/fill set and map; per mark: the map only; never the table
+        assert_eq!(cmds.len(), 6 + 3, "{json}");
         for c in cmds {
             let (verb, body) = c.as_object().unwrap().iter().next().unwrap();
             assert!(verb == "add" || verb == "flush", "{c}");
             let body = body.as_object().unwrap().values().next().unwrap();
-            let table = body.get("table").or(body.get("name")).unwrap();
-            assert_eq!(table, TABLE, "{c}");
+            assert_eq!(body["table"], TABLE, "{c}");
         }
         assert_eq!(
-            cmds[3]["add"]["element"]["elem"],
+            cmds[2]["add"]["element"]["elem"],
             serde_json::json!(["192.0.2.10"])
         );
         assert_eq!(
-            cmds[6]["add"]["element"]["elem"],
+            cmds[5]["add"]["element"]["elem"],
             serde_json::json!([[443, "192.0.2.10"]])
         );
         assert_eq!(
-            cmds[9]["add"]["element"]["elem"],
+            cmds[8]["add"]["element"]["elem"],
             serde_json::json!([[443, 200]])
         );
         assert!(batch(&[obj("m_v4", Kind::Mark, "4294967296")]).is_err());

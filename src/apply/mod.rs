@@ -182,15 +182,15 @@ pub fn apply_change(
     let started = Instant::now();
     let (dir, _temp) = staging_dir(plan)?;
     let file = dir.join(live::LIVE_FILE);
-    if live::read(runner, &plan.nft, &file)?.is_none() {
+    let outcome = live::transact(runner, &plan.nft, &file, objects)
+        .context("the live objects keep their values; the next run retries")?;
+    if outcome == live::Outcome::TableMissing {
         crate::log::warn(&format!(
             "table inet {} is not in the running ruleset (flushed?); reloading nftables to recreate it",
             live::TABLE
         ));
         return apply(plan, runner, new_text, on_disk, record).map(|()| Applied::Reloaded);
     }
-    live::transact(runner, &plan.nft, &file, objects)
-        .context("the live objects keep their values; the next run retries")?;
     // The kernel holds the new values: the include follows, so a boot or reload loads them too.
     replace_file(&plan.output, new_text.as_bytes()).with_context(|| {
         format!(
@@ -244,7 +244,10 @@ pub fn keep_live(plan: &Plan, runner: &Runner, text: &str, objects: &[live::Obje
         plan.output.display(),
         diff.join("; ")
     ));
-    live::transact(runner, &plan.nft, &file, objects)?;
+    // The table was there a moment ago; if it vanished since, the next run reloads.
+    if live::transact(runner, &plan.nft, &file, objects)? == live::Outcome::TableMissing {
+        bail!("table inet {} vanished while restoring it", live::TABLE);
+    }
     crate::log::info(&format!("table inet {}: restored", live::TABLE));
     Ok(())
 }
