@@ -889,6 +889,33 @@ mod tests {
     }
 
     #[test]
+    fn apply_mode_is_reload_unless_live_is_asked_for() {
+        let text = r#"{"settings": {"apply": "live"}, "failover": {
+            "a": {"ip4": "192.0.2.1", "port": 1},
+            "b": {"ip4": "192.0.2.2", "port": 1, "apply": "reload"},
+            "m": {"ip4": "192.0.2.3", "port": 1, "values": [200]}}}"#;
+        let c = parse(text, Path::new("f.json")).unwrap();
+        let modes: Vec<_> = c.variables.iter().map(|v| v.policy.apply).collect();
+        assert_eq!(modes, [ApplyMode::Live, ApplyMode::Reload, ApplyMode::Live]);
+        let plain = parse(&var(r#"{"ip4": "192.0.2.1", "port": 1}"#), Path::new("f")).unwrap();
+        assert_eq!(plain.variables[0].policy.apply, ApplyMode::Reload);
+        assert_each_refused(&[
+            (
+                r#"{"ip4": "1.1.1.1", "port": 1, "apply": "fast"}"#,
+                "failover.v.apply: expected \"reload\" or \"live\", found string \"fast\"",
+            ),
+            (
+                r#"{"ip4": "1.1.1.1", "port": 1, "apply": "live", "values": ["wan"]}"#,
+                "failover.v.apply: live mode stores addresses and integer marks only, not the identifier wan",
+            ),
+            (
+                r#"{"ip4": ["1.1.1.1", "1.1.1.2"], "port": 1, "apply": "live", "values": [1, "192.0.2.1"]}"#,
+                "failover.v.apply: live mode needs all values of a variable to be of one type",
+            ),
+        ]);
+    }
+
+    #[test]
     fn settings_are_validated_globally_and_per_variable() {
         let cases = [
             (

@@ -318,3 +318,31 @@ fn a_failed_live_update_changes_nothing_and_is_retried() {
         );
     });
 }
+
+#[test]
+fn a_failover_while_the_owned_table_is_gone_reloads_and_says_so() {
+    in_netns(|| {
+        let primary = listen("127.0.0.1", PORT);
+        let _backup = listen("127.0.0.2", PORT);
+        let _up = listen("127.0.0.3", UPLINK_PORT);
+        let f = Fixture::new();
+        f.write_config(&config("live"));
+        write_main(&f);
+        assert_exit(&f.run(&[]), 0);
+
+        sh(&format!("nft delete table {TABLE}"));
+        drop(primary);
+        let calls = f.nft_calls().len();
+        let out = f.run(&[]);
+        assert_exit(&out, 0);
+        let log = stderr(&out);
+        assert!(log.contains("is not in the running ruleset"), "{log}");
+        assert!(log.contains("nftables reloaded"), "{log}");
+        // The failed batch, then the reload's staged and main checks.
+        let new_calls = &f.nft_calls()[calls..];
+        assert!(new_calls[0].starts_with("-j -f "), "{new_calls:?}");
+        assert!(new_calls.iter().any(|c| c.starts_with("-c -f ")), "{new_calls:?}");
+        assert!(elements(&format!("set {TABLE} web_v4")).contains("127.0.0.2"));
+        assert!(ruleset().contains("chain nat_out"), "{}", ruleset());
+    });
+}
