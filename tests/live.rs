@@ -341,7 +341,10 @@ fn a_failover_while_the_owned_table_is_gone_reloads_and_says_so() {
         // The failed batch, then the reload's staged and main checks.
         let new_calls = &f.nft_calls()[calls..];
         assert!(new_calls[0].starts_with("-j -f "), "{new_calls:?}");
-        assert!(new_calls.iter().any(|c| c.starts_with("-c -f ")), "{new_calls:?}");
+        assert!(
+            new_calls.iter().any(|c| c.starts_with("-c -f ")),
+            "{new_calls:?}"
+        );
         assert!(elements(&format!("set {TABLE} web_v4")).contains("127.0.0.2"));
         assert!(ruleset().contains("chain nat_out"), "{}", ruleset());
     });
