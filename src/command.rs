@@ -53,6 +53,9 @@ impl Runner {
         };
         let out = Command::new(&argv[0])
             .args(&argv[1..])
+            // Untranslated messages: callers match nft's (e.g. a missing table's ENOENT), and
+            // logs read the same everywhere. sudo keeps LC_* (env_check).
+            .env("LC_ALL", "C")
             .output()
             .map_err(|e| fail(format!("could not be started: {e}"), String::new()))?;
         if out.status.success() {
