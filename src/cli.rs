@@ -18,7 +18,7 @@ include is restored and the run exits 1. Meant to be started by a systemd timer 
     after_help = "Exit status: 0 applied or unchanged (however many candidates are down), \
 1 runtime failure (previous include left in place) or stopped by SIGTERM/SIGINT, \
 2 bad config or usage.\n\
-When not run as root, `nft -c` and the reload command run through `sudo -n`."
+When not run as root, `nft -c`, the reload command and live mode's `nft -j` run through `sudo -n`."
 )]
 pub struct Cli {
     #[command(subcommand)]

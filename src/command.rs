@@ -68,6 +68,11 @@ impl Runner {
     /// returned, which the apply treats like any failed step (it rolls back). A signal that
     /// arrived before the call fails it without starting anything.
     pub fn run(&self, what: &str, command: &[OsString]) -> Result<(), CommandError> {
+        self.output(what, command).map(drop)
+    }
+
+    /// Runs a privileged command and returns its stdout (e.g. nft's JSON listing).
+    pub fn output(&self, what: &str, command: &[OsString]) -> Result<Vec<u8>, CommandError> {
         let argv = self.argv(command);
         crate::log::debug(&format!("running: {}", shown(&argv)));
         let fail = |status: String, output: String| CommandError {
@@ -88,6 +93,9 @@ impl Runner {
         // this process, which then stops the command itself.
         let child = Command::new(&argv[0])
             .args(&argv[1..])
+            // Untranslated messages: callers match nft's (e.g. a missing table's ENOENT), and
+            // logs read the same everywhere. sudo keeps LC_* (env_check).
+            .env("LC_ALL", "C")
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -96,7 +104,7 @@ impl Runner {
             .map_err(|e| fail(format!("could not be started: {e}"), String::new()))?;
         let done = supervise(child, self.timeout);
         let mut status = match (&done.ended, &done.status) {
-            (Ended::Exited, Ok(s)) if s.success() => return Ok(()),
+            (Ended::Exited, Ok(s)) if s.success() => return Ok(done.stdout),
             (Ended::Exited, Ok(s)) => describe_status(*s),
             (Ended::Exited, Err(e)) => format!("could not be waited for: {e}"),
             (Ended::TimedOut, _) => format!(
@@ -135,6 +143,8 @@ struct Done {
     status: std::io::Result<ExitStatus>,
     /// stderr then stdout, as far as they could be read.
     output: String,
+    /// stdout alone (e.g. nft's JSON listing).
+    stdout: Vec<u8>,
     pgid: i32,
     /// Members of the command's process group that this user may not signal were still alive
     /// after it was stopped.
@@ -221,10 +231,12 @@ fn supervise(mut child: Child, timeout: Duration) -> Done {
     }
     let mut output = String::from_utf8_lossy(&parts[0]).into_owned();
     output.push_str(&String::from_utf8_lossy(&parts[1]));
+    let [_, stdout] = parts;
     Done {
         ended,
         status,
         output,
+        stdout,
         pgid: pid,
         survivors,
     }

@@ -34,6 +34,25 @@ pub struct Settings {
     pub preempt_delay_s: Option<u64>,
     pub all_down: Option<AllDown>,
     pub fallback: Option<Fallback>,
+    pub apply: Option<ApplyMode>,
+}
+
+/// How a change of a variable reaches the running firewall.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ApplyMode {
+    /// Check the whole config and reload nftables (the reference addon's behaviour).
+    Reload,
+    /// Update only the sets and maps this tool owns, in one nftables transaction.
+    Live,
+}
+
+impl ApplyMode {
+    pub fn name(self) -> &'static str {
+        match self {
+            ApplyMode::Reload => "reload",
+            ApplyMode::Live => "live",
+        }
+    }
 }
 
 /// What to render when no candidate counts as up.
@@ -77,6 +96,7 @@ pub struct Policy {
     pub preempt_delay_s: u64,
     pub all_down: AllDown,
     pub fallback: Option<Fallback>,
+    pub apply: ApplyMode,
 }
 
 impl Settings {
@@ -93,6 +113,7 @@ impl Settings {
             preempt_delay_s: self.preempt_delay_s.or(global.preempt_delay_s).unwrap_or(0),
             all_down: self.all_down.or(global.all_down).unwrap_or(AllDown::First),
             fallback: self.fallback.clone().or_else(|| global.fallback.clone()),
+            apply: self.apply.or(global.apply).unwrap_or(ApplyMode::Reload),
         }
     }
 }
@@ -331,8 +352,8 @@ fn validate(tree: &Json, problems: &mut Vec<String>) -> Option<Config> {
     })
 }
 
-const SETTING_KEYS: &str = "timeout_ms, fall, rise, preempt, preempt_delay_s, all_down, fallback \
-                            (and at the top level: on_change, metrics, mqtt)";
+const SETTING_KEYS: &str = "timeout_ms, fall, rise, preempt, preempt_delay_s, all_down, fallback, \
+                            apply (and at the top level: on_change, metrics, mqtt)";
 
 /// Parses one settings key into `settings`; returns false if the key is not a setting.
 fn setting(
@@ -374,6 +395,14 @@ fn setting(
             )),
         },
         "fallback" => settings.fallback = fallback(value, at, problems),
+        "apply" => match value {
+            Json::String(s) if s == "reload" => settings.apply = Some(ApplyMode::Reload),
+            Json::String(s) if s == "live" => settings.apply = Some(ApplyMode::Live),
+            other => problems.push(format!(
+                "{at}.apply: expected \"reload\" or \"live\", found {}",
+                other.describe()
+            )),
+        },
         _ => return false,
     }
     true
@@ -449,6 +478,33 @@ fn check_policy(var: &Variable, at: &str, problems: &mut Vec<String>) {
             }
         }
         _ => {}
+    }
+    if p.apply == ApplyMode::Live {
+        // Live mode stores the value in a typed set or map: an address or a mark.
+        let values: Vec<&Value> = var
+            .values
+            .iter()
+            .flatten()
+            .chain(match &p.fallback {
+                Some(Fallback::Value(v)) => Some(v),
+                _ => None,
+            })
+            .collect();
+        let marks = values
+            .iter()
+            .filter(|v| matches!(v, Value::Integer(_) | Value::Hex(_)))
+            .count();
+        if marks != 0 && marks != values.len() {
+            problems.push(format!(
+                "{at}.apply: live mode needs all values of a variable to be of one type (all marks or all addresses)"
+            ));
+        }
+        if let Some(v) = values.iter().find(|v| matches!(v, Value::Identifier(_))) {
+            problems.push(format!(
+                "{at}.apply: live mode stores addresses and integer marks only, not the identifier {v}; \
+                 use \"apply\": \"reload\" for this variable"
+            ));
+        }
     }
 }
 
@@ -863,6 +919,33 @@ mod tests {
         let bad_timeout =
             r#"{"settings": {"timeout_ms": 0}, "failover": {"a": {"ip4": "1.1.1.1", "port": 1}}}"#;
         assert!(one_problem(bad_timeout).contains("settings.timeout_ms: expected milliseconds"));
+    }
+
+    #[test]
+    fn apply_mode_is_reload_unless_live_is_asked_for() {
+        let text = r#"{"settings": {"apply": "live"}, "failover": {
+            "a": {"ip4": "192.0.2.1", "port": 1},
+            "b": {"ip4": "192.0.2.2", "port": 1, "apply": "reload"},
+            "m": {"ip4": "192.0.2.3", "port": 1, "values": [200]}}}"#;
+        let c = parse(text, Path::new("f.json")).unwrap();
+        let modes: Vec<_> = c.variables.iter().map(|v| v.policy.apply).collect();
+        assert_eq!(modes, [ApplyMode::Live, ApplyMode::Reload, ApplyMode::Live]);
+        let plain = parse(&var(r#"{"ip4": "192.0.2.1", "port": 1}"#), Path::new("f")).unwrap();
+        assert_eq!(plain.variables[0].policy.apply, ApplyMode::Reload);
+        assert_each_refused(&[
+            (
+                r#"{"ip4": "1.1.1.1", "port": 1, "apply": "fast"}"#,
+                "failover.v.apply: expected \"reload\" or \"live\", found string \"fast\"",
+            ),
+            (
+                r#"{"ip4": "1.1.1.1", "port": 1, "apply": "live", "values": ["wan"]}"#,
+                "failover.v.apply: live mode stores addresses and integer marks only, not the identifier wan",
+            ),
+            (
+                r#"{"ip4": ["1.1.1.1", "1.1.1.2"], "port": 1, "apply": "live", "values": [1, "192.0.2.1"]}"#,
+                "failover.v.apply: live mode needs all values of a variable to be of one type",
+            ),
+        ]);
     }
 
     #[test]

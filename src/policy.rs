@@ -235,6 +235,7 @@ mod tests {
             preempt_delay_s: 0,
             all_down: AllDown::First,
             fallback: None::<Fallback>,
+            apply: crate::config::ApplyMode::Reload,
         }
     }
 

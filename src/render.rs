@@ -31,6 +31,9 @@ pub fn include(config: &Config, choices: &[Choice]) -> String {
             );
         }
     }
+    defines.push_str(&crate::apply::live::declarations(
+        &crate::apply::live::objects(config, choices),
+    ));
     INCLUDE_TEMPLATE.replace("{defines}\n", &defines)
 }
 
@@ -45,8 +48,10 @@ pub fn is_literal(s: &str) -> bool {
 }
 
 /// Checks that `text` is an include as [`include`] writes it: the header lines of the template,
-/// then only `define NAME_v4 = LITERAL` / `define NAME_v6 = LITERAL` lines, each name once.
-/// The error names the first offending line, for the caller to log before refusing the text.
+/// then only `define NAME_v4 = LITERAL` / `define NAME_v6 = LITERAL` lines, each name once, and
+/// optionally live mode's table of sets and maps filled from those defines (see
+/// [`live_block_line`]). The error names the first offending line, for the caller to log
+/// before refusing the text.
 pub fn validate_include(text: &str) -> Result<(), String> {
     let (head, tail) = INCLUDE_TEMPLATE
         .split_once("{defines}\n")
@@ -62,8 +67,20 @@ pub fn validate_include(text: &str) -> Result<(), String> {
     }
     let first = head.lines().count() + 1;
     let mut seen = HashSet::new();
-    for (i, line) in body.lines().enumerate() {
+    let mut lines = body.lines().enumerate();
+    for (i, line) in lines.by_ref() {
         let at = first + i;
+        if line.is_empty() {
+            // Only live mode's block may follow the defines, after one empty line.
+            match lines.next() {
+                Some((_, LIVE_MARKER)) => break,
+                _ => {
+                    return Err(format!(
+                        "line {at}: an empty line not followed by live mode's table"
+                    ));
+                }
+            }
+        }
         let Some((name, _)) = define_line(line) else {
             return Err(format!(
                 "line {at}: {line:?} is not `define NAME_v4 = LITERAL` or `define NAME_v6 = LITERAL`"
@@ -73,7 +90,51 @@ pub fn validate_include(text: &str) -> Result<(), String> {
             return Err(format!("line {at}: {name} is defined twice"));
         }
     }
+    for (i, line) in lines {
+        if !live_block_line(line, &seen) {
+            return Err(format!(
+                "line {}: {line:?} is not a line of live mode's table as nftables-failover writes it",
+                first + i
+            ));
+        }
+    }
     Ok(())
+}
+
+/// The comment that opens live mode's block (see `apply::live::declarations`).
+const LIVE_MARKER: &str =
+    "# Live mode: nftables-failover updates these elements in place (README, \"Live mode\").";
+
+/// One line of live mode's block, as `apply::live::declarations` writes it. Every part that
+/// varies is an identifier, a port or a set type, and every `$NAME` is a define above, so the
+/// block can only declare and fill the tool's own table.
+fn live_block_line(line: &str, defines: &HashSet<&str>) -> bool {
+    use crate::apply::live::TABLE;
+    let ident = |s: &str| config::is_identifier(s);
+    let typ = |s: &str| matches!(s, "ipv4_addr" | "ipv6_addr" | "mark");
+    let var = |s: &str| s.strip_prefix('$').is_some_and(|d| defines.contains(d));
+    let words: Vec<&str> = line.split(' ').collect();
+    match (line.strip_prefix('\t'), words.as_slice()) {
+        _ if line == format!("table inet {TABLE} {{") || line == "}" => true,
+        (Some("}"), _) => true,
+        (Some(inner), _) => {
+            let w: Vec<&str> = inner.trim_start_matches('\t').split(' ').collect();
+            match w.as_slice() {
+                ["set" | "map", name, "{"] => ident(name),
+                ["type", t] => typ(t),
+                ["type", "inet_service", ":", t] => typ(t),
+                _ => false,
+            }
+        }
+        (None, ["flush", "set" | "map", "inet", t, name]) => *t == TABLE && ident(name),
+        (None, ["add", "element", "inet", t, name, "{", v, "}"]) => {
+            *t == TABLE && ident(name) && var(v)
+        }
+        (None, ["add", "element", "inet", t, name, "{", port, ":", v, "}"]) => {
+            *t == TABLE && ident(name) && port.parse::<u16>().is_ok() && var(v)
+        }
+        _ => false,
+    }
 }
 
 /// `define NAME_vX = LITERAL` exactly as [`include`] writes it, split into name and literal.
@@ -284,6 +345,43 @@ mod tests {
         assert!(!text.contains("flush"), "{text}");
         assert!(text.ends_with("\ndefine a_v6 = ::\n"), "{text}");
         assert_eq!(validate_include(&text), Ok(()));
+    }
+
+    #[test]
+    fn validate_include_accepts_live_mode_block_and_nothing_else_after_the_defines() {
+        let config = config::parse(
+            r#"{"failover": {
+                "web": {"ip4": ["192.0.2.1", "192.0.2.2"], "port": 443, "apply": "live"},
+                "mark": {"ip4": ["192.0.2.1"], "port": 80, "values": [200], "apply": "live"}
+            }}"#,
+            Path::new("f"),
+        )
+        .unwrap();
+        let results = crate::select::empty_results(&config);
+        let empty = Default::default();
+        let inputs = crate::select::Inputs::new(&config, &empty, &Default::default());
+        let (choices, _) = crate::select::decide(&config, &results, &inputs, 0);
+        let text = include(&config, &choices);
+        assert!(text.contains("table inet nftables_failover {"), "{text}");
+        assert_eq!(validate_include(&text), Ok(()), "{text}");
+        for (from, to) in [
+            (
+                "flush set inet nftables_failover web_v4\n",
+                "flush ruleset\n",
+            ),
+            ("{ $web_v4 }", "{ 10.0.0.1 }"),
+            ("{ $web_v4 }", "{ $other_v4 }"),
+            (
+                "flush map inet nftables_failover web_v4_map",
+                "flush map inet filter web_v4_map",
+            ),
+            ("\t\ttype ipv4_addr", "\t\ttype ipv4_addr; flags interval"),
+            ("table inet nftables_failover {", "table inet filter {"),
+        ] {
+            let bad = text.replacen(from, to, 1);
+            assert_ne!(bad, text, "{from:?} not in {text}");
+            assert!(validate_include(&bad).is_err(), "accepted:\n{bad}");
+        }
     }
 
     #[test]

@@ -115,6 +115,17 @@ fn run_once(cli: &Cli) -> u8 {
 
     let mut new_state = eval.state;
     new_state.last_apply = previous.last_apply.clone();
+    let plan = Plan {
+        output: cli.output.clone(),
+        addon_dir: cli.addon_dir.clone(),
+        base_dir: cli.base_dir.clone(),
+        main_config: cli.main_config.clone(),
+        stage_dir: cli.stage_dir.clone(),
+        nft: cli.nft.clone(),
+        reload,
+    };
+    // Variables in live mode (README, "Live mode"); empty unless the config opts in.
+    let live = apply::live::objects(&config, &eval.choices);
     let code = match need {
         apply::Need::Nothing | apply::Need::Record => {
             log::info(&format!("{}: unchanged", cli.output.display()));
@@ -125,7 +136,13 @@ fn run_once(cli: &Cli) -> u8 {
                     log::warn(&format!("{e:#}"));
                 }
             }
-            EXIT_OK
+            match apply::keep_live(&plan, &Runner::for_current_user(), &eval.text, &live) {
+                Ok(()) => EXIT_OK,
+                Err(e) => {
+                    log::error(&format!("{e:#}"));
+                    EXIT_FAILED
+                }
+            }
         }
         apply::Need::Apply => {
             if on_disk.as_deref() == Some(eval.text.as_bytes()) {
@@ -135,21 +152,13 @@ fn run_once(cli: &Cli) -> u8 {
                 ));
             }
             log_changes(&config, &eval.results, &eval.choices);
-            let plan = Plan {
-                output: cli.output.clone(),
-                addon_dir: cli.addon_dir.clone(),
-                base_dir: cli.base_dir.clone(),
-                main_config: cli.main_config.clone(),
-                stage_dir: cli.stage_dir.clone(),
-                nft: cli.nft.clone(),
-                reload,
-            };
-            let result = apply::apply(
+            let result = apply::apply_change(
                 &plan,
                 &Runner::for_current_user().with_timeout(cli.command_timeout),
                 &eval.text,
                 on_disk.as_deref(),
                 record,
+                &live,
             );
             new_state.last_apply = Some(state::ApplyOutcome {
                 at: evaluate::unix_now(),
@@ -157,10 +166,15 @@ fn run_once(cli: &Cli) -> u8 {
                 error: result.as_ref().err().map(|e| format!("{e:#}")),
             });
             match result {
-                Ok(()) => {
+                Ok(how) => {
                     log::info(&format!(
-                        "{}: applied and nftables reloaded ({:.0} ms)",
+                        "{}: applied and {} ({:.0} ms)",
                         plan.output.display(),
+                        match how {
+                            apply::Applied::Reloaded => "nftables reloaded".to_string(),
+                            apply::Applied::Live =>
+                                format!("table inet {} updated live", apply::live::TABLE),
+                        },
                         started.elapsed().as_secs_f64() * 1e3
                     ));
                     EXIT_OK

@@ -70,6 +70,7 @@ fn bench_smoke_mode_runs_and_prints_its_tables() {
         "### Blackholed candidates",
         "### Failover latency",
         "### Apply time",
+        "### Live mode against reload",
     ] {
         assert!(
             stdout.contains(heading),

@@ -199,7 +199,9 @@ fn extra_sections(cmd: &Command) -> Roff {
          true). preempt_delay_s: how long it must have been up first (default 0). all_down: \
          \"first\" (default), \"keep\" or \"fallback\", what to render when no candidate is \
          up. fallback: {\"ip4\": ADDRESS, \"ip6\": ADDRESS}, or one value for variables with \
-         values.",
+         values. apply: \"reload\" (default) checks the whole config and reloads nftables on a \
+         change; \"live\" replaces only the elements of the variable's set and map in table inet \
+         nftables_failover, in one nft transaction (README, \"Live mode\").",
     );
     item(
         &mut r,
@@ -276,9 +278,10 @@ fn extra_sections(cmd: &Command) -> Roff {
     item(
         &mut r,
         [bold("/etc/sudoers.d/nftables-failover")],
-        "Allows the service user exactly the three commands it runs through sudo -n: \
-         nft -c -f /run/nftables-failover/main.nft, nft -c -f /etc/nftables.conf and \
-         systemctl reload nftables.service.",
+        "Allows the service user exactly the commands it runs through sudo -n: \
+         nft -c -f /run/nftables-failover/main.nft, nft -c -f /etc/nftables.conf, \
+         systemctl reload nftables.service and, for live mode, \
+         nft -j -f /run/nftables-failover/live.json.",
     );
     item(
         &mut r,

@@ -18,12 +18,13 @@ fn repo(path: &str) -> PathBuf {
     Path::new(REPO).join(path)
 }
 
-/// The commands the binary runs through `sudo -n` when not root (src/command.rs, src/apply.rs);
-/// the sudoers file must allow exactly these.
-const SUDO_COMMANDS: [&str; 3] = [
+/// The commands the binary runs through `sudo -n` when not root (src/command.rs,
+/// src/apply/mod.rs, src/apply/live.rs); the sudoers file must allow exactly these.
+const SUDO_COMMANDS: [&str; 4] = [
     "/usr/sbin/nft -c -f /run/nftables-failover/main.nft",
     "/usr/sbin/nft -c -f /etc/nftables.conf",
     "/usr/bin/systemctl reload nftables.service",
+    "/usr/sbin/nft -j -f /run/nftables-failover/live.json",
 ];
 
 /// Settings that make systemd set NoNewPrivileges for a unit with User= (systemd.exec(5)),
@@ -265,7 +266,7 @@ fn service_keeps_the_sudo_path_possible() {
 }
 
 #[test]
-fn sudoers_file_parses_and_allows_exactly_the_three_commands() {
+fn sudoers_file_parses_and_allows_exactly_the_listed_commands() {
     let path = repo("sudoers.d/nftables-failover");
     let out = run(
         Command::new("visudo").arg("-cf").arg(&path),

@@ -221,7 +221,26 @@ as_user "$W/nftables-failover" -v || { show; fail "the unchanged run failed"; }
 grep -q "unchanged" "$W/err" || { show; fail "second run did not report 'unchanged'"; }
 grep -q "sudo" "$W/err" && { show; fail "an unchanged run must not run sudo"; }
 
-step "sudo allows the user exactly the three command lines"
+step "live mode: a hand-flushed set is restored through sudo with the fixed live.json line"
+cp /etc/nftables.d/addons/failover.json "$W/failover.json.reload"
+sed -i 's/"timeout_ms": 1000}/"timeout_ms": 1000, "apply": "live"}/' /etc/nftables.d/addons/failover.json
+grep -q '"apply": "live"' /etc/nftables.d/addons/failover.json || fail "could not switch the config to live mode"
+# The include gains the table's declaration: not a value change, so this one reloads.
+as_user "$W/nftables-failover" -v || { show; fail "the run that switches to live mode failed"; }
+live_set=$("${T[@]}" nft list set inet nftables_failover endpoint_filer_v4)
+echo "$live_set" | grep -q "elements = { 127.0.0.2 }" || { show; fail "the reload did not load the live set: $live_set"; }
+"${T[@]}" nft flush set inet nftables_failover endpoint_filer_v4
+as_user "$W/nftables-failover" -v || { show; fail "the run that restores the live set failed"; }
+grep -q "running: .*sudo -n /usr/sbin/nft -j -f /run/nftables-failover/live.json" "$W/err" ||
+    { show; fail "no 'sudo -n /usr/sbin/nft -j -f /run/nftables-failover/live.json'"; }
+grep -q "restored" "$W/err" || { show; fail "no 'restored' log line"; }
+grep -q "systemctl" "$W/err" && { show; fail "restoring a live set must not reload"; }
+live_set=$("${T[@]}" nft list set inet nftables_failover endpoint_filer_v4)
+echo "$live_set" | grep -q "elements = { 127.0.0.2 }" || { show; fail "the live set was not restored: $live_set"; }
+cp "$W/failover.json.reload" /etc/nftables.d/addons/failover.json
+as_user "$W/nftables-failover" || { show; fail "the run back to reload mode failed"; }
+
+step "sudo allows the user exactly the listed command lines"
 as_user sudo -n /usr/sbin/nft -c -f /etc/nftables.conf || { show; fail "positive control: the allowed check was refused"; }
 # Not a word from sudo either: e.g. without CAP_AUDIT_WRITE in the bounding set it still runs the
 # command but warns "unable to send audit message", and the audit record is lost.
@@ -243,6 +262,10 @@ refused /usr/sbin/nft -c -f /etc/shadow
 refused /usr/sbin/nft -cf /etc/nftables.conf
 refused /usr/sbin/nft -c -f /etc/nftables.conf -f /etc/shadow
 refused /usr/sbin/nft -f /etc/nftables.conf
+refused /usr/sbin/nft -j -f /etc/nftables.conf
+refused /usr/sbin/nft -j -f /run/nftables-failover/main.nft
+refused /usr/sbin/nft -j -f /run/nftables-failover/live.json -f /etc/shadow
+refused /usr/sbin/nft -c -j -f /run/nftables-failover/live.json
 refused /usr/bin/systemctl restart nftables.service
 refused /bin/sh -c id
 

@@ -658,8 +658,9 @@ def probe():
         etc = "succeeded"
     except OSError as e:
         etc = e.strerror
-    # A valid staged config for the first sudo rule.
+    # A valid staged config for the first sudo rule, and a valid (empty) live-mode batch.
     write(f"{rt}/main.nft", "table inet boot_probe {}\n")
+    write(f"{rt}/live.json", '{"nftables": [{"metainfo": {"json_schema_version": 1}}]}\n')
 
     def sudo(*cmd):
         p = subprocess.run(["sudo", "-n", *cmd], capture_output=True, text=True, timeout=30)

@@ -2,6 +2,8 @@
 //! stage and check, replace atomically, check the real config, reload, and restore the last
 //! applied include byte for byte if any step after the replacement fails.
 
+pub mod live;
+
 use crate::command::Runner;
 use crate::files::{self, replace_file};
 use crate::render;
@@ -150,18 +152,118 @@ pub fn apply(
             )),
         });
     }
-    let applied = InEffect::Bytes(new_text.as_bytes().to_vec());
-    if let Err(e) = write_record(&plan.output, &applied) {
-        // The reload went through, but a stale record would make every later run apply again
-        // and restore the old include on a failure. Without a record the disk is trusted.
-        let _ = fs::remove_file(record_path(&plan.output));
-        crate::log::error(&format!("{e:#}; the include on disk is taken as applied"));
-    }
+    record_applied(&plan.output, new_text);
     crate::log::debug(&format!(
         "apply took {:.1} ms",
         started.elapsed().as_secs_f64() * 1e3
     ));
     Ok(())
+}
+
+/// How an applied change reached the kernel.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Applied {
+    Reloaded,
+    Live,
+}
+
+/// Applies a rendered include: live when every define that changed is a live one and the
+/// owned table is there, otherwise by `apply` (check and reload).
+pub fn apply_change(
+    plan: &Plan,
+    runner: &Runner,
+    new_text: &str,
+    on_disk: Option<&[u8]>,
+    record: Option<InEffect>,
+    objects: &[live::Object],
+) -> Result<Applied> {
+    let old = in_effect(on_disk, record.as_ref());
+    let live_only = !objects.is_empty()
+        && old.is_some_and(|old| live::only_values_changed(old, new_text.as_bytes(), objects));
+    if !live_only {
+        return apply(plan, runner, new_text, on_disk, record).map(|()| Applied::Reloaded);
+    }
+    let started = Instant::now();
+    let (dir, _temp) = staging_dir(plan)?;
+    let file = dir.join(live::LIVE_FILE);
+    let outcome = live::transact(runner, &plan.nft, &file, objects)
+        .context("the live objects keep their values; the next run retries")?;
+    if outcome == live::Outcome::TableMissing {
+        crate::log::warn(&format!(
+            "table inet {} is not in the running ruleset (flushed?); reloading nftables to recreate it",
+            live::TABLE
+        ));
+        return apply(plan, runner, new_text, on_disk, record).map(|()| Applied::Reloaded);
+    }
+    // The kernel holds the new values: the include follows, so a boot or reload loads them too.
+    replace_file(&plan.output, new_text.as_bytes()).with_context(|| {
+        format!(
+            "the live update went through, but {} could not be written; a reload before the \
+             next run succeeds would load the previous values",
+            plan.output.display()
+        )
+    })?;
+    record_applied(&plan.output, new_text);
+    crate::log::debug(&format!(
+        "live update took {:.1} ms",
+        started.elapsed().as_secs_f64() * 1e3
+    ));
+    Ok(Applied::Live)
+}
+
+/// For a run whose include is unchanged: puts back live objects that differ from it (elements
+/// flushed by hand), or reloads if their table is gone. Says what it found and did.
+pub fn keep_live(plan: &Plan, runner: &Runner, text: &str, objects: &[live::Object]) -> Result<()> {
+    if objects.is_empty() {
+        return Ok(());
+    }
+    let (dir, _temp) = staging_dir(plan)?;
+    let file = dir.join(live::LIVE_FILE);
+    let Some(kernel) = live::read(runner, &plan.nft, &file)? else {
+        crate::log::warn(&format!(
+            "table inet {} is not in the running ruleset (flushed?); reloading nftables to recreate it",
+            live::TABLE
+        ));
+        let record = Some(InEffect::Bytes(text.as_bytes().to_vec()));
+        apply(plan, runner, text, Some(text.as_bytes()), record)?;
+        if live::read(runner, &plan.nft, &file)?.is_none() {
+            bail!(
+                "table inet {} is still missing after the reload; make the main config include {}",
+                live::TABLE,
+                plan.output.display()
+            );
+        }
+        crate::log::info(&format!(
+            "table inet {} recreated by the reload",
+            live::TABLE
+        ));
+        return Ok(());
+    };
+    let diff = live::differences(&live::expected(objects)?, &kernel);
+    if diff.is_empty() {
+        return Ok(());
+    }
+    crate::log::warn(&format!(
+        "live objects differ from {}: {}; restoring them",
+        plan.output.display(),
+        diff.join("; ")
+    ));
+    // The table was there a moment ago; if it vanished since, the next run reloads.
+    if live::transact(runner, &plan.nft, &file, objects)? == live::Outcome::TableMissing {
+        bail!("table inet {} vanished while restoring it", live::TABLE);
+    }
+    crate::log::info(&format!("table inet {}: restored", live::TABLE));
+    Ok(())
+}
+
+/// Records `text` as applied; a record that cannot be written is removed, see `apply`.
+fn record_applied(output: &Path, text: &str) {
+    if let Err(e) = write_record(output, &InEffect::Bytes(text.as_bytes().to_vec())) {
+        // A stale record would make every later run apply again and restore the old include
+        // on a failure. Without a record the disk is trusted.
+        let _ = fs::remove_file(record_path(output));
+        crate::log::error(&format!("{e:#}; the include on disk is taken as applied"));
+    }
 }
 
 fn nft_check(plan: &Plan, runner: &Runner, file: &Path, what: &str) -> Result<()> {
@@ -178,20 +280,7 @@ fn nft_check(plan: &Plan, runner: &Runner, file: &Path, what: &str) -> Result<()
 /// Writes the candidate include and a main config that includes it with every other addon and
 /// main-config part, and has nft check that, before anything live is touched.
 fn check_staged(plan: &Plan, runner: &Runner, new_text: &str) -> Result<()> {
-    let _temp;
-    let dir = match &plan.stage_dir {
-        Some(dir) => {
-            check_private_dir(dir)?;
-            dir.clone()
-        }
-        None => {
-            _temp = tempfile::Builder::new()
-                .prefix("nftables-failover.")
-                .tempdir()
-                .context("cannot create a staging directory")?;
-            _temp.path().to_path_buf()
-        }
-    };
+    let (dir, _temp) = staging_dir(plan)?;
     let name = plan
         .output
         .file_name()
@@ -217,6 +306,23 @@ fn check_staged(plan: &Plan, runner: &Runner, new_text: &str) -> Result<()> {
         .with_context(|| format!("cannot stage {}", main.display()))?;
     nft_check(plan, runner, &main, "check of the staged config")
         .context("the new include was not installed")
+}
+
+/// The fixed staging directory, or a private temporary one (removed when the guard drops).
+fn staging_dir(plan: &Plan) -> Result<(PathBuf, Option<tempfile::TempDir>)> {
+    match &plan.stage_dir {
+        Some(dir) => {
+            check_private_dir(dir)?;
+            Ok((dir.clone(), None))
+        }
+        None => {
+            let temp = tempfile::Builder::new()
+                .prefix("nftables-failover.")
+                .tempdir()
+                .context("cannot create a staging directory")?;
+            Ok((temp.path().to_path_buf(), Some(temp)))
+        }
+    }
 }
 
 /// The `*.nft` files of a directory in name order, as nft's own `include "dir/*.nft"` sees them
