@@ -109,6 +109,14 @@ pub fn write_record(output: &Path, what: &InEffect) -> Result<()> {
         .with_context(|| format!("cannot write {}", path.display()))
 }
 
+/// The renderer only emits validated literals; this is the last gate before root's nft, in
+/// either mode.
+fn gate(new_text: &str) -> Result<()> {
+    render::validate_include(new_text).map_err(|e| {
+        anyhow::anyhow!("refusing to install an include that is not only defines of literals: {e}")
+    })
+}
+
 /// Checks `new_text` in a staged config, installs it, checks the real config and reloads.
 /// `record` is what is in effect (`read_record`; `None`: no record, so the bytes `on_disk` are
 /// taken as in effect and recorded before the include is touched). On failure after installing,
@@ -121,10 +129,7 @@ pub fn apply(
     record: Option<InEffect>,
 ) -> Result<()> {
     let started = Instant::now();
-    // The renderer only emits validated literals; this is the last gate before root's nft.
-    render::validate_include(new_text).map_err(|e| {
-        anyhow::anyhow!("refusing to install an include that is not only defines of literals: {e}")
-    })?;
+    gate(new_text)?;
     check_staged(plan, runner, new_text)?;
     let rollback = match record {
         Some(r) => r,
@@ -184,6 +189,7 @@ pub fn apply_change(
         return apply(plan, runner, new_text, on_disk, record).map(|()| Applied::Reloaded);
     }
     let started = Instant::now();
+    gate(new_text)?;
     let (dir, _temp) = staging_dir(plan)?;
     let file = dir.join(live::LIVE_FILE);
     let outcome = live::transact(runner, &plan.nft, &file, objects)
