@@ -1,0 +1,427 @@
+//! Uplink failover end to end, on a real kernel: a router namespace with two veth uplinks to
+//! two "ISP" namespaces, each routing to a target host namespace, and a LAN namespace behind
+//! the router. The real binary runs in the router with real `nft` reloads; probes leave
+//! through each candidate's path (mark, source or interface). Only documentation addresses,
+//! and no namespace has a link to the host.
+//!
+//! ```text
+//!  lan 192.0.2.66 ── lan0 [router] wan1 198.51.100.2 ── 198.51.100.1 [isp1] 203.0.113.1 ── 203.0.113.2  [target]
+//!                                 wan2 198.51.100.10 ── 198.51.100.9 [isp2] 203.0.113.9 ── 203.0.113.10 192.0.2.10-12:80
+//!                                                                                                       192.0.2.20:8080
+//! ```
+
+mod common;
+
+use common::*;
+use std::fs::{self, File};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::os::fd::AsRawFd;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+static NEXT: AtomicUsize = AtomicUsize::new(0);
+
+/// How the router sends a candidate's probes (and its traffic) through uplink 1 or 2.
+#[derive(Clone, Copy, Debug)]
+enum Via {
+    Mark,
+    Source,
+    Interface,
+}
+
+impl Via {
+    fn path(self, uplink: u8) -> String {
+        match (self, uplink) {
+            (Via::Mark, n) => format!(r#"{{"mark": {n}}}"#),
+            (Via::Source, 1) => r#"{"source": "198.51.100.2"}"#.into(),
+            (Via::Source, _) => r#"{"source": "198.51.100.10"}"#.into(),
+            (Via::Interface, n) => format!(r#"{{"interface": "wan{n}"}}"#),
+        }
+    }
+}
+
+/// The namespaces of one test, deleted on drop even when the test fails.
+struct Topology {
+    prefix: String,
+}
+
+impl Topology {
+    fn new() -> Topology {
+        // SAFETY: geteuid has no preconditions.
+        assert_eq!(
+            unsafe { libc::geteuid() },
+            0,
+            "needs root (CI runs as root)"
+        );
+        let prefix = format!(
+            "nfu{}x{}",
+            std::process::id(),
+            NEXT.fetch_add(1, Ordering::SeqCst)
+        );
+        let t = Topology { prefix };
+        for ns in ["router", "isp1", "isp2", "target", "lan"] {
+            sh(&format!("ip netns add {}", t.ns(ns)));
+            t.ip(ns, "link set lo up");
+        }
+        let (r, i1, i2, tg, lan) = (
+            t.ns("router"),
+            t.ns("isp1"),
+            t.ns("isp2"),
+            t.ns("target"),
+            t.ns("lan"),
+        );
+        sh(&format!(
+            "ip -n {r} link add wan1 type veth peer name r0 netns {i1}"
+        ));
+        sh(&format!(
+            "ip -n {r} link add wan2 type veth peer name r0 netns {i2}"
+        ));
+        sh(&format!(
+            "ip -n {r} link add lan0 type veth peer name eth0 netns {lan}"
+        ));
+        sh(&format!(
+            "ip -n {i1} link add t0 type veth peer name i1 netns {tg}"
+        ));
+        sh(&format!(
+            "ip -n {i2} link add t0 type veth peer name i2 netns {tg}"
+        ));
+        let script = |ns: &str, lines: &[&str]| {
+            for l in lines {
+                t.ip(ns, l);
+            }
+        };
+        script(
+            "router",
+            &[
+                "addr add 198.51.100.2/29 dev wan1",
+                "addr add 198.51.100.10/29 dev wan2",
+                "addr add 192.0.2.65/26 dev lan0",
+                "link set wan1 up",
+                "link set wan2 up",
+                "link set lan0 up",
+                // The main route goes via ISP 1; tables 1 and 2 are the uplinks.
+                "route add default via 198.51.100.1",
+                "route add default via 198.51.100.1 dev wan1 table 1",
+                "route add default via 198.51.100.9 dev wan2 table 2",
+                // Connected routes (the LAN, for replies) before the uplink tables.
+                "rule add pref 100 table main suppress_prefixlength 0",
+                "rule add pref 201 fwmark 1 table 1",
+                "rule add pref 202 fwmark 2 table 2",
+                "rule add pref 211 from 198.51.100.2 table 1",
+                "rule add pref 212 from 198.51.100.10 table 2",
+                "rule add pref 221 oif wan1 table 1",
+                "rule add pref 222 oif wan2 table 2",
+            ],
+        );
+        for (ns, a, b) in [
+            ("isp1", "198.51.100.1/29", "203.0.113.1/29"),
+            ("isp2", "198.51.100.9/29", "203.0.113.9/29"),
+        ] {
+            let gw = if ns == "isp1" {
+                "203.0.113.2"
+            } else {
+                "203.0.113.10"
+            };
+            script(
+                ns,
+                &[
+                    &format!("addr add {a} dev r0"),
+                    &format!("addr add {b} dev t0"),
+                    "link set r0 up",
+                    "link set t0 up",
+                    &format!("route add 192.0.2.0/26 via {gw}"),
+                ],
+            );
+        }
+        script(
+            "target",
+            &[
+                "addr add 203.0.113.2/29 dev i1",
+                "addr add 203.0.113.10/29 dev i2",
+                "link set i1 up",
+                "link set i2 up",
+                "addr add 192.0.2.10/32 dev lo",
+                "addr add 192.0.2.11/32 dev lo",
+                "addr add 192.0.2.12/32 dev lo",
+                "addr add 192.0.2.20/32 dev lo",
+                "route add 198.51.100.0/29 via 203.0.113.1",
+                "route add 198.51.100.8/29 via 203.0.113.9",
+            ],
+        );
+        script(
+            "lan",
+            &[
+                "addr add 192.0.2.66/26 dev eth0",
+                "link set eth0 up",
+                "route add default via 192.0.2.65",
+            ],
+        );
+        for ns in [&r, &i1, &i2] {
+            sh(&format!(
+                "ip netns exec {ns} sysctl -qw net.ipv4.ip_forward=1"
+            ));
+        }
+        // Replies of marked flows come back on wan2 from addresses the main table routes via
+        // wan1: strict reverse-path filtering would drop them (README, multi-WAN recipe).
+        sh(&format!(
+            "ip netns exec {r} sysctl -qw net.ipv4.conf.all.rp_filter=0 net.ipv4.conf.default.rp_filter=0"
+        ));
+        // Count the LAN flow (port 8080, never probed) in each ISP.
+        for ns in ["isp1", "isp2"] {
+            t.nft(
+                ns,
+                "table inet count {\n chain forward {\n  type filter hook forward priority 0; policy accept;\n  tcp dport 8080 counter\n }\n}\n",
+            );
+        }
+        t
+    }
+
+    fn ns(&self, name: &str) -> String {
+        format!("{}{name}", self.prefix)
+    }
+
+    fn ip(&self, ns: &str, args: &str) -> String {
+        sh(&format!("ip -n {} {args}", self.ns(ns)))
+    }
+
+    fn nft(&self, ns: &str, ruleset: &str) {
+        self.within(&self.ns(ns), || nft_apply(ruleset));
+    }
+
+    /// Runs `f` on a thread inside namespace `ns`; sockets it opens stay in that namespace.
+    fn within<T: Send>(&self, ns: &str, f: impl FnOnce() -> T + Send) -> T {
+        let file = File::open(format!("/run/netns/{ns}")).unwrap();
+        std::thread::scope(|s| {
+            s.spawn(|| {
+                // SAFETY: setns on this thread only, with a valid namespace fd.
+                let rc = unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) };
+                assert_eq!(rc, 0, "setns: {}", std::io::Error::last_os_error());
+                f()
+            })
+            .join()
+            .unwrap_or_else(|e| std::panic::resume_unwind(e))
+        })
+    }
+
+    /// Listeners on the target host: the probe targets on port 80 and the LAN flow's server.
+    fn listeners(&self) -> Vec<TcpListener> {
+        self.within(&self.ns("target"), || {
+            [
+                "192.0.2.10:80",
+                "192.0.2.11:80",
+                "192.0.2.12:80",
+                "192.0.2.20:8080",
+            ]
+            .iter()
+            .map(|a| TcpListener::bind(a).unwrap())
+            .collect()
+        })
+    }
+
+    /// ISP `n` loses its way to the targets: it answers with "unreachable", as a broken
+    /// upstream does, while the router's link to it stays up.
+    fn break_isp(&self, n: u8, dest: &str) {
+        self.ip(
+            &format!("isp{n}"),
+            &format!("route replace unreachable {dest}"),
+        );
+    }
+
+    fn repair_isp(&self, n: u8, dest: &str) {
+        let gw = if n == 1 {
+            "203.0.113.2"
+        } else {
+            "203.0.113.10"
+        };
+        self.ip(
+            &format!("isp{n}"),
+            &format!("route replace {dest} via {gw}"),
+        );
+    }
+
+    /// Packets of the LAN flow forwarded by ISP `n`.
+    fn lan_packets(&self, n: u8) -> u64 {
+        let out = sh(&format!(
+            "ip netns exec {} nft list table inet count",
+            self.ns(&format!("isp{n}"))
+        ));
+        out.split("packets ")
+            .nth(1)
+            .and_then(|s| s.split_whitespace().next())
+            .and_then(|s| s.parse().ok())
+            .unwrap_or_else(|| panic!("no counter in:\n{out}"))
+    }
+
+    /// A new connection from the LAN host to the target's port 8080, kept open.
+    fn lan_connect(&self) -> TcpStream {
+        self.within(&self.ns("lan"), || {
+            let addr: SocketAddr = "192.0.2.20:8080".parse().unwrap();
+            TcpStream::connect_timeout(&addr, Duration::from_secs(2)).expect("LAN flow connects")
+        })
+    }
+
+    /// The binary in the router namespace, with the fixture's paths: its log and the define.
+    fn run(&self, f: &Fixture, extra: &[&str]) -> (String, Option<String>) {
+        self.within(&self.ns("router"), || {
+            let out = f.run(extra);
+            assert_exit(&out, 0);
+            let text = f.output_text().unwrap();
+            (stderr(&out), define(&text, "uplink_v4").map(String::from))
+        })
+    }
+}
+
+impl Drop for Topology {
+    fn drop(&mut self) {
+        for ns in ["router", "isp1", "isp2", "target", "lan"] {
+            let _ = std::process::Command::new("ip")
+                .args(["netns", "del", &self.ns(ns)])
+                .status();
+        }
+    }
+}
+
+/// The router's main config: marks new LAN connections with the rendered define, saves the
+/// mark in conntrack and restores it for the rest of the connection, masquerades on the
+/// uplinks. The same rules as the README's multi-WAN recipe.
+fn main_config(f: &Fixture) {
+    fs::write(
+        &f.main_config,
+        format!(
+            r#"flush ruleset
+include "{}/*.nft"
+table inet wan {{
+  chain prerouting {{
+    type filter hook prerouting priority mangle; policy accept;
+    meta mark set ct mark
+    iifname "lan0" meta mark 0 meta mark set $uplink_v4
+    ct mark set meta mark
+  }}
+  chain postrouting {{
+    type nat hook postrouting priority srcnat; policy accept;
+    oifname {{ "wan1", "wan2" }} masquerade
+  }}
+}}
+"#,
+            f.addon_dir.display()
+        ),
+    )
+    .unwrap();
+}
+
+fn config(via: Via, order: [u8; 2], check: &str, extra: &str) -> String {
+    let gw = |n: u8| {
+        if n == 1 {
+            "198.51.100.1"
+        } else {
+            "198.51.100.9"
+        }
+    };
+    format!(
+        r#"{{"failover": {{"uplink": {{
+            "ip4": ["{}", "{}"], "values": [{}, {}],
+            "check": {check},
+            "paths": [{}, {}]{extra}
+        }}}}}}"#,
+        gw(order[0]),
+        gw(order[1]),
+        order[0],
+        order[1],
+        via.path(order[0]),
+        via.path(order[1]),
+    )
+}
+
+const TCP3: &str =
+    r#"{"targets": ["192.0.2.10:80", "192.0.2.11:80", "192.0.2.12:80"], "quorum": 2}"#;
+
+fn fixture(json: &str) -> Fixture {
+    let f = Fixture::new();
+    f.write_config(json);
+    main_config(&f);
+    f
+}
+
+/// ISP 2 breaks while the router's main route goes via ISP 1, and uplink 2 is preferred: the
+/// bound probe sees it and the define moves to uplink 1; an unbound probe goes out via ISP 1
+/// and keeps the broken uplink.
+fn broken_isp2_is_seen(via: Via) {
+    let t = Topology::new();
+    let _l = t.listeners();
+    let f = fixture(&config(via, [2, 1], TCP3, ""));
+    let (_, v) = t.run(&f, &["--timeout", "1s"]);
+    assert_eq!(v.as_deref(), Some("2"), "both up: the preferred uplink 2");
+    t.break_isp(2, "192.0.2.0/26");
+    let (log, v) = t.run(&f, &["--timeout", "1s"]);
+    assert_eq!(v.as_deref(), Some("1"), "{via:?}: {log}");
+    assert!(log.contains("uplink_v4: 2 -> 1 (198.51.100.9 ["), "{log}");
+    assert!(log.contains("targets down, quorum 2"), "{log}");
+
+    // The same check without paths follows the main route, via ISP 1, and misses it.
+    let plain = fixture(&format!(
+        r#"{{"failover": {{"uplink": {{"ip4": ["198.51.100.9", "198.51.100.1"], "values": [2, 1], "check": {TCP3}}}}}}}"#
+    ));
+    let (log, v) = t.run(&plain, &["--timeout", "1s"]);
+    assert_eq!(
+        v.as_deref(),
+        Some("2"),
+        "the unbound probe counts broken uplink 2 up: {log}"
+    );
+}
+
+#[test]
+fn broken_isp2_is_seen_through_its_mark() {
+    broken_isp2_is_seen(Via::Mark);
+}
+
+#[test]
+fn broken_isp2_is_seen_through_its_source_address() {
+    broken_isp2_is_seen(Via::Source);
+}
+
+#[test]
+fn broken_isp2_is_seen_through_its_interface() {
+    broken_isp2_is_seen(Via::Interface);
+}
+
+/// ISP 1 breaks: the define moves to uplink 2 and new LAN connections leave via ISP 2. Once
+/// repaired, uplink 1 must answer `rise` runs and then wait `preempt_delay_s` before failback.
+#[test]
+fn failover_moves_lan_traffic_and_failback_honours_rise_and_preempt_delay() {
+    let t = Topology::new();
+    let _l = t.listeners();
+    let f = fixture(&config(
+        Via::Mark,
+        [1, 2],
+        TCP3,
+        r#", "rise": 2, "preempt_delay_s": 2"#,
+    ));
+    let (_, v) = t.run(&f, &["--timeout", "1s"]);
+    assert_eq!(v.as_deref(), Some("1"));
+    let _c1 = t.lan_connect();
+    assert!(t.lan_packets(1) > 0);
+    assert_eq!(t.lan_packets(2), 0);
+
+    t.break_isp(1, "192.0.2.0/26");
+    let (log, v) = t.run(&f, &["--timeout", "1s"]);
+    assert_eq!(v.as_deref(), Some("2"), "{log}");
+    assert!(
+        log.contains("uplink_v4: 1 -> 2 (198.51.100.1 [mark 1] 2/3 targets down, quorum 2: "),
+        "{log}"
+    );
+    let before = t.lan_packets(2);
+    let _c2 = t.lan_connect();
+    assert!(t.lan_packets(2) > before, "the new flow leaves via ISP 2");
+
+    t.repair_isp(1, "192.0.2.0/26");
+    // rise 2: one good answer is not enough.
+    let (log, v) = t.run(&f, &["--timeout", "1s"]);
+    assert_eq!(v.as_deref(), Some("2"), "rise 1/2: {log}");
+    // Counted up now, but the preempt delay holds uplink 2.
+    let (log, v) = t.run(&f, &["--timeout", "1s"]);
+    assert_eq!(v.as_deref(), Some("2"), "preempt delay: {log}");
+    std::thread::sleep(Duration::from_millis(2100));
+    let (log, v) = t.run(&f, &["--timeout", "1s"]);
+    assert_eq!(v.as_deref(), Some("1"), "failback after the delay: {log}");
+    assert!(log.contains("uplink_v4: 2 -> 1"), "{log}");
+}
