@@ -425,3 +425,243 @@ fn failover_moves_lan_traffic_and_failback_honours_rise_and_preempt_delay() {
     assert_eq!(v.as_deref(), Some("1"), "failback after the delay: {log}");
     assert!(log.contains("uplink_v4: 2 -> 1"), "{log}");
 }
+
+const ICMP3: &str =
+    r#"{"method": "icmp", "targets": ["192.0.2.10", "192.0.2.11", "192.0.2.12"], "quorum": 2}"#;
+
+/// ICMP echo through the marks, quorum 2 of 3: one target lost via ISP 1 changes nothing, a
+/// second one fails uplink 1 over.
+#[test]
+fn icmp_quorum_two_of_three() {
+    let t = Topology::new();
+    let f = fixture(&config(Via::Mark, [1, 2], ICMP3, ""));
+    let (_, v) = t.run(&f, &["--timeout", "500ms"]);
+    assert_eq!(v.as_deref(), Some("1"));
+    t.break_isp(1, "192.0.2.12/32");
+    let (log, v) = t.run(&f, &["--timeout", "500ms"]);
+    assert_eq!(v.as_deref(), Some("1"), "2 of 3 still answer: {log}");
+    assert!(log.contains("unchanged"), "{log}");
+    t.break_isp(1, "192.0.2.11/32");
+    let (log, v) = t.run(&f, &["--timeout", "500ms"]);
+    assert_eq!(v.as_deref(), Some("2"), "{log}");
+    assert!(
+        log.contains(
+            "uplink_v4: 1 -> 2 (198.51.100.1 [mark 1] 2/3 targets down, quorum 2: icmp 192.0.2.1"
+        ),
+        "{log}"
+    );
+}
+
+/// An echo responder in the target namespace that answers requests arriving from `slow`
+/// only after `delay`, standing in for a slow ISP (the kernel's own replies are turned off).
+/// `tc netem` would do the same, but not every kernel has sch_netem.
+struct SlowEcho {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    threads: Vec<std::thread::JoinHandle<()>>,
+}
+
+impl SlowEcho {
+    fn start(t: &Topology, targets: &[&str], slow: &str, delay: Duration) -> SlowEcho {
+        use socket2::{Domain, Protocol, SockAddr, Socket, Type};
+        use std::net::{IpAddr, Ipv4Addr};
+        t.ip("target", "link show"); // the namespace exists
+        sh(&format!(
+            "ip netns exec {} sysctl -qw net.ipv4.icmp_echo_ignore_all=1",
+            t.ns("target")
+        ));
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let slow: Ipv4Addr = slow.parse().unwrap();
+        let mut threads = Vec::new();
+        for target in targets {
+            let addr: Ipv4Addr = target.parse().unwrap();
+            let sock = t.within(&t.ns("target"), || {
+                let s = Socket::new(Domain::IPV4, Type::RAW, Some(Protocol::ICMPV4)).unwrap();
+                // Bound: replies leave from the target's address and only its requests arrive.
+                s.bind(&SockAddr::from(SocketAddr::new(IpAddr::V4(addr), 0)))
+                    .unwrap();
+                s.set_read_timeout(Some(Duration::from_millis(50))).unwrap();
+                std::sync::Arc::new(s)
+            });
+            let stop = stop.clone();
+            threads.push(std::thread::spawn(move || {
+                let mut buf = [std::mem::MaybeUninit::<u8>::uninit(); 1500];
+                while !stop.load(Ordering::SeqCst) {
+                    let Ok((n, _)) = sock.recv_from(&mut buf) else {
+                        continue;
+                    };
+                    // SAFETY: recv_from initialised the first n bytes.
+                    let pkt: Vec<u8> =
+                        unsafe { std::slice::from_raw_parts(buf.as_ptr().cast::<u8>(), n) }
+                            .to_vec();
+                    let ihl = usize::from(pkt[0] & 0x0f) * 4;
+                    let from = Ipv4Addr::new(pkt[12], pkt[13], pkt[14], pkt[15]);
+                    let mut icmp = pkt[ihl..].to_vec();
+                    if icmp.first() != Some(&8) {
+                        continue;
+                    }
+                    icmp[0] = 0;
+                    icmp[2] = 0;
+                    icmp[3] = 0;
+                    let sum = checksum(&icmp);
+                    icmp[2..4].copy_from_slice(&sum.to_be_bytes());
+                    let to = SockAddr::from(SocketAddr::new(IpAddr::V4(from), 0));
+                    // Delayed on its own thread, so a slow reply never holds up a fast one.
+                    let sock = sock.clone();
+                    let wait = if from == slow { delay } else { Duration::ZERO };
+                    std::thread::spawn(move || {
+                        std::thread::sleep(wait);
+                        let _ = sock.send_to(&icmp, &to);
+                    });
+                }
+            }));
+        }
+        SlowEcho { stop, threads }
+    }
+}
+
+impl Drop for SlowEcho {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        for t in self.threads.drain(..) {
+            let _ = t.join();
+        }
+    }
+}
+
+fn checksum(data: &[u8]) -> u16 {
+    let mut sum: u32 = data
+        .chunks(2)
+        .map(|c| u32::from(u16::from_be_bytes([c[0], *c.get(1).unwrap_or(&0)])))
+        .sum();
+    while sum >> 16 != 0 {
+        sum = (sum & 0xffff) + (sum >> 16);
+    }
+    !(sum as u16)
+}
+
+/// Uplink 2 answers in about 150 ms: with `max_latency_ms` 100 it counts as down and the define
+/// moves to uplink 1; without the limit it stays preferred.
+#[test]
+fn a_latency_limit_fails_a_slow_uplink_over() {
+    let t = Topology::new();
+    let _echo = SlowEcho::start(
+        &t,
+        &["192.0.2.10", "192.0.2.11"],
+        "198.51.100.10",
+        Duration::from_millis(150),
+    );
+    let check = |limit: &str| {
+        format!(r#"{{"method": "icmp", "targets": ["192.0.2.10", "192.0.2.11"]{limit}}}"#)
+    };
+    let f = fixture(&config(Via::Mark, [2, 1], &check(""), ""));
+    let (log, v) = t.run(&f, &["--timeout", "1s"]);
+    assert_eq!(
+        v.as_deref(),
+        Some("2"),
+        "slow but within the timeout: {log}"
+    );
+    let f = fixture(&config(
+        Via::Mark,
+        [2, 1],
+        &check(r#", "max_latency_ms": 100"#),
+        "",
+    ));
+    let (log, v) = t.run(&f, &["--timeout", "1s"]);
+    assert_eq!(v.as_deref(), Some("1"), "{log}");
+    assert!(
+        log.contains("2/2 targets down, quorum 1: icmp 192.0.2.1")
+            && log.contains("max_latency_ms 100"),
+        "{log}"
+    );
+}
+
+/// `status --check` in the router namespace as user nobody, without capabilities: its exit
+/// code and its output (status prints errors on stdout, as monitoring plugins do).
+fn status_as_nobody(t: &Topology, f: &Fixture) -> (Option<i32>, String) {
+    // Let nobody read the fixture (a private temporary directory).
+    sh(&format!(
+        "chmod 755 {d} {d}/nftables.d {d}/nftables.d/addons && chmod 644 {c}",
+        d = f.dir.path().display(),
+        c = f.config.display()
+    ));
+    let mut cmd = std::process::Command::new("ip");
+    cmd.args(["netns", "exec", &t.ns("router")])
+        .args([
+            "setpriv",
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+        ])
+        .args([
+            "--inh-caps=-all",
+            "--bounding-set=-all",
+            BIN,
+            "status",
+            "--check",
+        ])
+        .arg("--config")
+        .arg(&f.config)
+        .arg("--output")
+        .arg(&f.output)
+        .arg("--state")
+        .arg(f.dir.path().join("none/state.json"))
+        .args(["--timeout", "500ms"]);
+    let out = output_within(cmd, Duration::from_secs(20));
+    let text = String::from_utf8_lossy(&out.stdout).into_owned() + &stderr(&out);
+    (out.status.code(), text)
+}
+
+/// Without CAP_NET_RAW (or CAP_NET_ADMIN) the kernel refuses SO_MARK: the run stops with an
+/// error naming the capability and the drop-in, instead of counting every uplink down.
+#[test]
+fn a_missing_capability_is_named_with_its_drop_in() {
+    let t = Topology::new();
+    let f = fixture(&config(Via::Mark, [1, 2], TCP3, ""));
+    let (code, err) = status_as_nobody(&t, &f);
+    assert_eq!(code, Some(3), "{err}");
+    assert!(
+        err.contains("SO_MARK 1: operation not permitted; this needs CAP_NET_RAW"),
+        "{err}"
+    );
+    assert!(
+        err.contains("nftables-failover.service.d/uplink.conf"),
+        "{err}"
+    );
+    // Bound to an interface, with no mark, needs no capability.
+    let f = fixture(&config(Via::Interface, [1, 2], TCP3, ""));
+    let _l = t.listeners();
+    let (_, text) = status_as_nobody(&t, &f);
+    assert!(!text.contains("cannot run the checks"), "{text}");
+}
+
+/// ICMP without privileges: refused with the sysctl named while `ping_group_range` excludes
+/// the user; once it includes the group, unprivileged ping sockets work through the path.
+#[test]
+fn icmp_uses_ping_sockets_where_the_sysctl_allows() {
+    let t = Topology::new();
+    let f = fixture(&config(Via::Interface, [1, 2], ICMP3, ""));
+    sh(&format!(
+        "ip netns exec {} sysctl -qw net.ipv4.ping_group_range='1 0'",
+        t.ns("router")
+    ));
+    let (code, err) = status_as_nobody(&t, &f);
+    assert_eq!(code, Some(3), "{err}");
+    assert!(
+        err.contains("net.ipv4.ping_group_range does not include group 65534")
+            && err.contains("CAP_NET_RAW"),
+        "{err}"
+    );
+    sh(&format!(
+        "ip netns exec {} sysctl -qw net.ipv4.ping_group_range='65534 65534'",
+        t.ns("router")
+    ));
+    t.break_isp(1, "192.0.2.0/26");
+    let (_, text) = status_as_nobody(&t, &f);
+    assert!(!text.contains("cannot run"), "{text}");
+    // Uplink 1 is down through its interface, uplink 2 answers: the next run would fail over.
+    assert!(
+        text.contains("next run renders 2 (preferred candidate 198.51.100.1 [dev wan1] down"),
+        "{text}"
+    );
+    assert!(text.contains("198.51.100.9 "), "{text}");
+}
