@@ -4,6 +4,7 @@ use crate::apply::{self, Plan};
 use crate::cli::Cli;
 use crate::command::{self, Runner};
 use crate::config::{self, Config};
+use crate::conntrack;
 use crate::evaluate::{self, Evaluation, candidate, evaluate};
 use crate::select::{Choice, Results};
 use crate::state::{self, State};
@@ -135,6 +136,7 @@ pub fn run(cli: &Cli) -> u8 {
                         plan.output.display(),
                         started.elapsed().as_secs_f64() * 1e3
                     ));
+                    clean_up_conntrack(&config, &eval.choices);
                     EXIT_OK
                 }
                 Err(e) => {
@@ -215,6 +217,24 @@ fn log_results(config: &Config, eval: &Evaluation) {
         }
         if c.all_down() {
             log::warn(&format!("{define}: {}", evaluate::reason_text(config, c)));
+        }
+    }
+}
+
+/// After a reload: deletes the tracked connections of each define's old choice, where the
+/// variable asks for it. A failure is logged and leaves the switch in place.
+fn clean_up_conntrack(config: &Config, choices: &[Choice]) {
+    for c in choices {
+        let var = &config.variables[c.variable];
+        let Some(filter) = conntrack::filter(var, c) else {
+            continue;
+        };
+        let define = format!("{}_{}", var.name, c.family.suffix());
+        match conntrack::delete(&filter, c.family) {
+            Ok(n) => log::info(&format!(
+                "{define}: conntrack clean-up deleted {n} entries ({filter})"
+            )),
+            Err(e) => log::warn(&format!("{define}: conntrack clean-up: {e}")),
         }
     }
 }

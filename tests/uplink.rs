@@ -152,6 +152,8 @@ impl Topology {
             "lan",
             &[
                 "addr add 192.0.2.66/26 dev eth0",
+                // Pinned to uplink 2 by the router's rules, whatever the define says.
+                "addr add 192.0.2.67/26 dev eth0",
                 "link set eth0 up",
                 "route add default via 192.0.2.65",
             ],
@@ -254,10 +256,29 @@ impl Topology {
 
     /// A new connection from the LAN host to the target's port 8080, kept open.
     fn lan_connect(&self) -> TcpStream {
+        self.lan_connect_from("192.0.2.66")
+    }
+
+    fn lan_connect_from(&self, source: &str) -> TcpStream {
         self.within(&self.ns("lan"), || {
+            use socket2::{Domain, SockAddr, Socket, Type};
+            let s = Socket::new(Domain::IPV4, Type::STREAM, None).unwrap();
+            let src: SocketAddr = format!("{source}:0").parse().unwrap();
+            s.bind(&SockAddr::from(src)).unwrap();
             let addr: SocketAddr = "192.0.2.20:8080".parse().unwrap();
-            TcpStream::connect_timeout(&addr, Duration::from_secs(2)).expect("LAN flow connects")
+            s.connect_timeout(&SockAddr::from(addr), Duration::from_secs(2))
+                .expect("LAN flow connects");
+            TcpStream::from(s)
         })
+    }
+
+    /// Tracked LAN flows (to port 8080) in the router with this ct mark.
+    fn tracked(&self, mark: u8) -> usize {
+        let out = sh(&format!(
+            "ip netns exec {} conntrack -L -f ipv4 -p tcp --dport 8080 --mark {mark} 2>/dev/null",
+            self.ns("router")
+        ));
+        out.lines().count()
     }
 
     /// The binary in the router namespace, with the fixture's paths: its log and the define.
@@ -294,6 +315,7 @@ table inet wan {{
   chain prerouting {{
     type filter hook prerouting priority mangle; policy accept;
     meta mark set ct mark
+    iifname "lan0" ip saddr 192.0.2.67 meta mark 0 meta mark set 2
     iifname "lan0" meta mark 0 meta mark set $uplink_v4
     ct mark set meta mark
   }}
@@ -664,4 +686,38 @@ fn icmp_uses_ping_sockets_where_the_sysctl_allows() {
         "{text}"
     );
     assert!(text.contains("198.51.100.9 "), "{text}");
+}
+
+/// With `conntrack_cleanup: "mark"`, the switch deletes the flow pinned to the dead uplink by
+/// its ct mark, and keeps the flow on the other uplink; without it, nothing is deleted.
+#[test]
+fn conntrack_cleanup_deletes_only_the_old_uplinks_flows() {
+    for cleanup in [true, false] {
+        let t = Topology::new();
+        let _l = t.listeners();
+        let extra = if cleanup {
+            r#", "conntrack_cleanup": "mark""#
+        } else {
+            ""
+        };
+        let f = fixture(&config(Via::Mark, [1, 2], TCP3, extra));
+        let (_, v) = t.run(&f, &["--timeout", "1s"]);
+        assert_eq!(v.as_deref(), Some("1"));
+        let _a = t.lan_connect(); // via uplink 1, the define
+        let _b = t.lan_connect_from("192.0.2.67"); // pinned to uplink 2
+        assert_eq!((t.tracked(1), t.tracked(2)), (1, 1));
+        t.break_isp(1, "192.0.2.0/26");
+        let (log, v) = t.run(&f, &["--timeout", "1s"]);
+        assert_eq!(v.as_deref(), Some("2"), "{log}");
+        if cleanup {
+            assert!(
+                log.contains("uplink_v4: conntrack clean-up deleted 1 entries (ct mark 1)"),
+                "{log}"
+            );
+            assert_eq!((t.tracked(1), t.tracked(2)), (0, 1), "{log}");
+        } else {
+            assert!(!log.contains("conntrack"), "{log}");
+            assert_eq!((t.tracked(1), t.tracked(2)), (1, 1), "{log}");
+        }
+    }
 }
