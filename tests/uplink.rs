@@ -600,6 +600,11 @@ fn a_latency_limit_fails_a_slow_uplink_over() {
 /// `status --check` in the router namespace as user nobody, without capabilities: its exit
 /// code and its output (status prints errors on stdout, as monitoring plugins do).
 fn status_as_nobody(t: &Topology, f: &Fixture) -> (Option<i32>, String) {
+    status_as(t, f, "")
+}
+
+/// `status --check` as nobody holding only `cap` (e.g. "net_raw"), as the drop-in grants it.
+fn status_as(t: &Topology, f: &Fixture, cap: &str) -> (Option<i32>, String) {
     // Let nobody read the fixture (a private temporary directory).
     sh(&format!(
         "chmod 755 {d} {d}/nftables.d {d}/nftables.d/addons && chmod 644 {c}",
@@ -614,13 +619,16 @@ fn status_as_nobody(t: &Topology, f: &Fixture) -> (Option<i32>, String) {
             "--regid=65534",
             "--clear-groups",
         ])
-        .args([
-            "--inh-caps=-all",
-            "--bounding-set=-all",
-            BIN,
-            "status",
-            "--check",
-        ])
+        .args(if cap.is_empty() {
+            vec!["--inh-caps=-all".to_string(), "--bounding-set=-all".into()]
+        } else {
+            vec![
+                format!("--inh-caps=-all,+{cap}"),
+                format!("--ambient-caps=+{cap}"),
+                format!("--bounding-set=-all,+{cap}"),
+            ]
+        })
+        .args([BIN, "status", "--check"])
         .arg("--config")
         .arg(&f.config)
         .arg("--output")
@@ -649,9 +657,17 @@ fn a_missing_capability_is_named_with_its_drop_in() {
         err.contains("nftables-failover.service.d/uplink.conf"),
         "{err}"
     );
+    // CAP_NET_RAW alone, as the shipped drop-in grants it, is enough for SO_MARK.
+    let _l = t.listeners();
+    let (code, text) = status_as(&t, &f, "net_raw");
+    assert!(!text.contains("cannot run the checks"), "{text}");
+    assert!(
+        text.contains("198.51.100.1 ") && text.contains(" up "),
+        "{text}"
+    );
+    assert_eq!(code, Some(3), "not applied yet: {text}");
     // Bound to an interface, with no mark, needs no capability.
     let f = fixture(&config(Via::Interface, [1, 2], TCP3, ""));
-    let _l = t.listeners();
     let (_, text) = status_as_nobody(&t, &f);
     assert!(!text.contains("cannot run the checks"), "{text}");
 }
@@ -720,4 +736,47 @@ fn conntrack_cleanup_deletes_only_the_old_uplinks_flows() {
             assert_eq!((t.tracked(1), t.tracked(2)), (1, 1), "{log}");
         }
     }
+}
+
+/// The shipped drop-in passes `systemd-analyze verify` together with the unit, and grants
+/// only what the probes need: CAP_NET_RAW, added to the bounding set.
+#[test]
+fn the_capability_drop_in_verifies_with_the_unit() {
+    let repo = |p: &str| std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(p);
+    let dir = tempfile::tempdir().unwrap();
+    let service = fs::read_to_string(repo("systemd/nftables-failover.service")).unwrap();
+    fs::write(
+        dir.path().join("nftables-failover.service"),
+        service.replace(
+            "ExecStart=/usr/bin/nftables-failover",
+            &format!("ExecStart={BIN}"),
+        ),
+    )
+    .unwrap();
+    fs::create_dir(dir.path().join("nftables-failover.service.d")).unwrap();
+    let drop_in = repo("systemd/nftables-failover.service.d/uplink.conf");
+    fs::copy(
+        &drop_in,
+        dir.path().join("nftables-failover.service.d/uplink.conf"),
+    )
+    .unwrap();
+    let mut cmd = std::process::Command::new("systemd-analyze");
+    cmd.args(["verify", "--man=no"])
+        .arg(dir.path().join("nftables-failover.service"));
+    let out = output_within(cmd, Duration::from_secs(60));
+    let text = String::from_utf8_lossy(&out.stdout).into_owned() + &stderr(&out);
+    assert!(out.status.success() && text.trim().is_empty(), "{text}");
+    let active: Vec<String> = fs::read_to_string(drop_in)
+        .unwrap()
+        .lines()
+        .filter(|l| !l.starts_with('#') && l.contains('='))
+        .map(String::from)
+        .collect();
+    assert_eq!(
+        active,
+        [
+            "AmbientCapabilities=CAP_NET_RAW",
+            "CapabilityBoundingSet=CAP_NET_RAW"
+        ]
+    );
 }
