@@ -49,11 +49,13 @@ impl std::fmt::Display for Filter {
 }
 
 /// The entries to delete for a changed define, if its variable asks for a clean-up and the
-/// old value was one of its candidates (or, by address, an address at all). Pure.
-pub fn filter(var: &Variable, choice: &Choice) -> Option<Filter> {
+/// old value was one of its candidates (or, by address, an address at all). `old_up`: the old
+/// candidate still counts as up (a failback or preemption): then its connections work and are
+/// left alone. Pure.
+pub fn filter(var: &Variable, choice: &Choice, old_up: bool) -> Option<Filter> {
     let cleanup = var.uplink.cleanup?;
     let old = choice.effective.as_deref()?;
-    if old == choice.rendered {
+    if old == choice.rendered || old_up {
         return None;
     }
     match cleanup {
@@ -87,9 +89,10 @@ pub fn delete(filter: &Filter, family: Family) -> Result<u64, String> {
         .nth(1)
         .and_then(|rest| rest.split_whitespace().next())
         .and_then(|n| n.parse().ok());
-    match (out.status.success(), count) {
-        (true, Some(n)) => Ok(n),
-        _ => {
+    // It exits 1 when nothing matched, but still says "0 flow entries".
+    match count {
+        Some(n) => Ok(n),
+        None => {
             let hint = if text.contains("Operation not permitted") {
                 "; deleting conntrack entries needs CAP_NET_ADMIN (README, \"Privileges for \
                  uplink checks\")"
@@ -134,24 +137,36 @@ mod tests {
             panic!()
         };
         assert_eq!(
-            filter(m, &choice(Some("0x2"), Some(1), "1")),
+            filter(m, &choice(Some("0x2"), Some(1), "1"), false),
             Some(Filter::Mark(2))
         );
         assert_eq!(
-            filter(m, &choice(Some("1"), Some(0), "1")),
+            filter(m, &choice(Some("1"), Some(0), "1"), false),
             None,
             "unchanged"
         );
-        assert_eq!(filter(m, &choice(None, None, "1")), None, "first run");
         assert_eq!(
-            filter(a, &choice(Some("10.0.0.1"), Some(0), "10.0.0.2")),
+            filter(m, &choice(None, None, "1"), false),
+            None,
+            "first run"
+        );
+        assert_eq!(
+            filter(a, &choice(Some("10.0.0.1"), Some(0), "10.0.0.2"), false),
             Some(Filter::ReplySource("10.0.0.1".parse().unwrap()))
         );
-        assert_eq!(filter(a, &choice(Some("0.0.0.0"), None, "10.0.0.2")), None);
         assert_eq!(
-            filter(n, &choice(Some("10.0.0.1"), Some(0), "10.0.0.2")),
+            filter(a, &choice(Some("0.0.0.0"), None, "10.0.0.2"), false),
+            None
+        );
+        assert_eq!(
+            filter(n, &choice(Some("10.0.0.1"), Some(0), "10.0.0.2"), false),
             None,
             "off"
+        );
+        assert_eq!(
+            filter(m, &choice(Some("0x2"), Some(1), "1"), true),
+            None,
+            "failback: the old uplink works"
         );
         assert_eq!(
             Filter::Mark(2).args(Family::V4),

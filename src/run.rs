@@ -136,7 +136,7 @@ pub fn run(cli: &Cli) -> u8 {
                         plan.output.display(),
                         started.elapsed().as_secs_f64() * 1e3
                     ));
-                    clean_up_conntrack(&config, &eval.choices);
+                    clean_up_conntrack(&config, &eval.choices, &new_state);
                     EXIT_OK
                 }
                 Err(e) => {
@@ -223,13 +223,27 @@ fn log_results(config: &Config, eval: &Evaluation) {
 
 /// After a reload: deletes the tracked connections of each define's old choice, where the
 /// variable asks for it. A failure is logged and leaves the switch in place.
-fn clean_up_conntrack(config: &Config, choices: &[Choice]) {
+fn clean_up_conntrack(config: &Config, choices: &[Choice], state: &State) {
     for c in choices {
         let var = &config.variables[c.variable];
-        let Some(filter) = conntrack::filter(var, c) else {
+        let old_up = c.effective_index.is_some_and(|i| {
+            state
+                .variables
+                .get(&var.name)
+                .and_then(|v| v.family(c.family).candidates.get(i))
+                .and_then(|s| s.counted.as_ref())
+                .is_some_and(|k| k.up)
+        });
+        let Some(filter) = conntrack::filter(var, c, false) else {
             continue;
         };
         let define = format!("{}_{}", var.name, c.family.suffix());
+        if old_up {
+            log::info(&format!(
+                "{define}: conntrack clean-up skipped: the old choice is up, its connections work"
+            ));
+            continue;
+        }
         match conntrack::delete(&filter, c.family) {
             Ok(n) => log::info(&format!(
                 "{define}: conntrack clean-up deleted {n} entries ({filter})"

@@ -592,7 +592,7 @@ fn a_latency_limit_fails_a_slow_uplink_over() {
     assert_eq!(v.as_deref(), Some("1"), "{log}");
     assert!(
         log.contains("2/2 targets down, quorum 1: icmp 192.0.2.1")
-            && log.contains("max_latency_ms 100"),
+            && log.contains("no answer within 100 ms (max_latency_ms)"),
         "{log}"
     );
 }
@@ -731,6 +731,16 @@ fn conntrack_cleanup_deletes_only_the_old_uplinks_flows() {
                 "{log}"
             );
             assert_eq!((t.tracked(1), t.tracked(2)), (0, 1), "{log}");
+            // Failback: uplink 2 still works, so its connections are kept.
+            let _c = t.lan_connect(); // a new flow, via uplink 2 now
+            t.repair_isp(1, "192.0.2.0/26");
+            let (log, v) = t.run(&f, &["--timeout", "1s"]);
+            assert_eq!(v.as_deref(), Some("1"), "{log}");
+            assert!(
+                log.contains("conntrack clean-up skipped: the old choice is up"),
+                "{log}"
+            );
+            assert_eq!(t.tracked(2), 2, "{log}");
         } else {
             assert!(!log.contains("conntrack"), "{log}");
             assert_eq!((t.tracked(1), t.tracked(2)), (1, 1), "{log}");

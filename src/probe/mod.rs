@@ -295,7 +295,7 @@ async fn probe(job: &Job, until: Instant) -> Health {
     match (job.limit, health) {
         (Some(limit), Health::Down(DownReason::Timeout(_))) if start.elapsed() >= limit => {
             Health::Down(DownReason::Error(format!(
-                "no answer within max_latency_ms {}",
+                "no answer within {} ms (max_latency_ms)",
                 limit.as_millis()
             )))
         }
