@@ -790,3 +790,63 @@ fn the_capability_drop_in_verifies_with_the_unit() {
         ]
     );
 }
+
+/// The code block that follows `marker` in the README.
+fn readme_block(marker: &str) -> String {
+    let readme = fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
+    let after = &readme[readme
+        .find(marker)
+        .unwrap_or_else(|| panic!("{marker} not in README"))..];
+    let start = after.find("```").unwrap();
+    let body = &after[start..];
+    let body = &body[body.find('\n').unwrap() + 1..];
+    body[..body.find("```").unwrap()].to_string()
+}
+
+/// The README's multi-WAN recipe as written: its routing commands, config and nftables rules
+/// in the router namespace fail over when ISP 1 breaks (after `fall` 2) and delete the old
+/// uplink's connection.
+#[test]
+fn the_readme_multi_wan_recipe_works_as_written() {
+    let t = Topology::new();
+    let _l = t.listeners();
+    // Replace the topology's own uplink routing by the recipe's.
+    for pref in [100, 201, 202, 211, 212, 221, 222] {
+        t.ip("router", &format!("rule del pref {pref}"));
+    }
+    t.ip("router", "route flush table 1");
+    t.ip("router", "route flush table 2");
+    for line in readme_block("**Routing**").lines() {
+        let line = line.split('#').next().unwrap().trim();
+        if !line.is_empty() {
+            sh(&format!("ip netns exec {} {line}", t.ns("router")));
+        }
+    }
+    let f = Fixture::new();
+    f.write_config(&readme_block("**`/etc/nftables.d/addons/failover.json`**"));
+    let rules = readme_block("**`/etc/nftables.conf`**").replace(
+        "/etc/nftables.d/addons/*.nft",
+        &format!("{}/*.nft", f.addon_dir.display()),
+    );
+    fs::write(&f.main_config, rules).unwrap();
+
+    let (log, v) = t.run(&f, &["--timeout", "1s"]);
+    assert_eq!(v.as_deref(), Some("1"), "{log}");
+    let _a = t.lan_connect();
+    assert_eq!(t.tracked(1), 1);
+    t.break_isp(1, "192.0.2.0/26");
+    let (log, v) = t.run(&f, &["--timeout", "1s"]);
+    assert_eq!(v.as_deref(), Some("1"), "fall 1/2: {log}");
+    let (log, v) = t.run(&f, &["--timeout", "1s"]);
+    assert_eq!(v.as_deref(), Some("2"), "{log}");
+    assert!(
+        log.contains("uplink_v4: conntrack clean-up deleted 1 entries (ct mark 1)"),
+        "{log}"
+    );
+    let before = t.lan_packets(2);
+    let _b = t.lan_connect();
+    assert!(
+        t.lan_packets(2) > before,
+        "new LAN connections leave via ISP 2"
+    );
+}
