@@ -415,6 +415,68 @@ mod tests {
         assert!(v4[1].as_ref().unwrap().is_up());
     }
 
+    fn tally(targets: usize, quorum: usize, plain: bool) -> Tally {
+        Tally {
+            variable: 0,
+            family: Family::V4,
+            index: 0,
+            targets,
+            quorum,
+            plain,
+            up: Vec::new(),
+            down: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn a_candidate_is_known_once_its_quorum_is_reached_or_out_of_reach() {
+        let t: SocketAddr = "192.0.2.1:80".parse().unwrap();
+        let up = |ms| Health::Up {
+            latency: Duration::from_millis(ms),
+        };
+        let down = || Health::Down(DownReason::Refused);
+        // 2 of 3: one answer is not enough, the second decides, with the slower latency.
+        let mut q = tally(3, 2, false);
+        assert_eq!(q.add(t, Method::Tcp, up(5)), None);
+        assert_eq!(q.add(t, Method::Tcp, up(9)), Some(up(9)));
+        // 2 of 3: one failure leaves the quorum reachable, the second does not.
+        let mut q = tally(3, 2, false);
+        assert_eq!(q.add(t, Method::Tcp, down()), None);
+        assert_eq!(q.add(t, Method::Tcp, up(1)), None);
+        let Some(Health::Down(DownReason::Error(why))) = q.add(t, Method::Icmp, down()) else {
+            panic!("quorum out of reach");
+        };
+        assert_eq!(
+            why,
+            "2/3 targets down, quorum 2: 192.0.2.1:80 connection refused, icmp 192.0.2.1 connection refused"
+        );
+        // Without a check, the one result passes through unchanged.
+        assert_eq!(tally(1, 1, true).add(t, Method::Tcp, down()), Some(down()));
+    }
+
+    #[test]
+    fn icmp_and_tcp_targets_over_ipv6_loopback() {
+        let listener = std::net::TcpListener::bind("[::1]:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let text = format!(
+            r#"{{"failover": {{
+                "t": {{"ip6": ["2001:db8::1"], "check": {{"targets": ["[::1]:{port}"]}}}},
+                "i": {{"ip6": ["2001:db8::1"], "check": {{"method": "icmp", "targets": ["::1"]}}}}
+            }}}}"#
+        );
+        let config = crate::config::parse(&text, std::path::Path::new("f")).unwrap();
+        let results = runtime()
+            .block_on(check_all(
+                &config,
+                Some(Duration::from_secs(2)),
+                8,
+                |_, _, o| o.iter().all(Option::is_some),
+            ))
+            .unwrap();
+        assert!(results[0][Family::V6 as usize][0].as_ref().unwrap().is_up());
+        assert!(results[1][Family::V6 as usize][0].as_ref().unwrap().is_up());
+    }
+
     #[test]
     fn fd_limit_leaves_a_reserve() {
         let n = raise_fd_limit();
