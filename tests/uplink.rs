@@ -260,12 +260,16 @@ impl Topology {
     }
 
     fn lan_connect_from(&self, source: &str) -> TcpStream {
+        self.lan_connect_to(source, "192.0.2.20:8080")
+    }
+
+    fn lan_connect_to(&self, source: &str, dest: &str) -> TcpStream {
         self.within(&self.ns("lan"), || {
             use socket2::{Domain, SockAddr, Socket, Type};
             let s = Socket::new(Domain::IPV4, Type::STREAM, None).unwrap();
             let src: SocketAddr = format!("{source}:0").parse().unwrap();
             s.bind(&SockAddr::from(src)).unwrap();
-            let addr: SocketAddr = "192.0.2.20:8080".parse().unwrap();
+            let addr: SocketAddr = dest.parse().unwrap();
             s.connect_timeout(&SockAddr::from(addr), Duration::from_secs(2))
                 .expect("LAN flow connects");
             TcpStream::from(s)
@@ -849,4 +853,71 @@ fn the_readme_multi_wan_recipe_works_as_written() {
         t.lan_packets(2) > before,
         "new LAN connections leave via ISP 2"
     );
+}
+
+/// Server failover with `conntrack_cleanup: "address"`: LAN clients reach a service address
+/// that the router DNATs to `$srv_v4`. When the server behind it fails, the DNAT'd connection
+/// to it is deleted; a connection to the other server is kept.
+#[test]
+fn conntrack_cleanup_by_address_deletes_only_the_old_servers_flows() {
+    let t = Topology::new();
+    let _l = t.listeners();
+    let f = Fixture::new();
+    f.write_config(
+        r#"{"failover": {"srv": {"ip4": ["192.0.2.10", "192.0.2.11"], "port": 80,
+            "conntrack_cleanup": "address"}}}"#,
+    );
+    fs::write(
+        &f.main_config,
+        format!(
+            r#"flush ruleset
+include "{}/*.nft"
+table ip nat {{
+  chain prerouting {{
+    type nat hook prerouting priority dstnat; policy accept;
+    ip daddr 203.0.113.100 tcp dport 80 dnat to $srv_v4
+  }}
+  chain postrouting {{
+    type nat hook postrouting priority srcnat; policy accept;
+    oifname {{ "wan1", "wan2" }} masquerade
+  }}
+}}
+"#,
+            f.addon_dir.display()
+        ),
+    )
+    .unwrap();
+    let tracked = |server: &str| {
+        sh(&format!(
+            "ip netns exec {} conntrack -L -f ipv4 -p tcp -s 192.0.2.66 --reply-src {server} 2>/dev/null",
+            t.ns("router")
+        ))
+        .lines()
+        .count()
+    };
+    let run = |f: &Fixture| {
+        t.within(&t.ns("router"), || {
+            let out = f.run(&["--timeout", "1s"]);
+            assert_exit(&out, 0);
+            let text = f.output_text().unwrap();
+            (stderr(&out), define(&text, "srv_v4").map(String::from))
+        })
+    };
+    let (log, v) = run(&f);
+    assert_eq!(v.as_deref(), Some("192.0.2.10"), "{log}");
+    let _a = t.lan_connect_to("192.0.2.66", "203.0.113.100:80"); // DNAT'd to .10
+    let _b = t.lan_connect_to("192.0.2.66", "192.0.2.11:80"); // straight to .11
+    let (before10, before11) = (tracked("192.0.2.10"), tracked("192.0.2.11"));
+    assert_eq!((before10, before11), (1, 1));
+    // Server .10 becomes unreachable (its ISP route goes), .11 stays.
+    t.break_isp(1, "192.0.2.10/32");
+    let (log, v) = run(&f);
+    assert_eq!(v.as_deref(), Some("192.0.2.11"), "{log}");
+    assert!(
+        log.contains("srv_v4: conntrack clean-up deleted")
+            && log.contains("(replies from 192.0.2.10)"),
+        "{log}"
+    );
+    assert_eq!(tracked("192.0.2.10"), 0, "{log}");
+    assert_eq!(tracked("192.0.2.11"), before11, "{log}");
 }
