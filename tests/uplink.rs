@@ -61,6 +61,12 @@ impl Topology {
         let t = Topology { prefix };
         for ns in ["router", "isp1", "isp2", "target", "lan"] {
             sh(&format!("ip netns add {}", t.ns(ns)));
+            // No duplicate address detection: IPv6 addresses, link-local ones included, are
+            // usable at once instead of after a second or two.
+            sh(&format!(
+                "ip netns exec {} sysctl -qw net.ipv6.conf.all.accept_dad=0 net.ipv6.conf.default.accept_dad=0",
+                t.ns(ns)
+            ));
             t.ip(ns, "link set lo up");
         }
         let (r, i1, i2, tg, lan) = (
@@ -168,6 +174,58 @@ impl Topology {
         sh(&format!(
             "ip netns exec {r} sysctl -qw net.ipv4.conf.all.rp_filter=0 net.ipv4.conf.default.rp_filter=0"
         ));
+        // IPv6 beside it: the same shape in 2001:db8::/32, routed by the same marks.
+        for (ns, lines) in [
+            (
+                "router",
+                &[
+                    "addr add 2001:db8:1::2/64 dev wan1",
+                    "addr add 2001:db8:2::2/64 dev wan2",
+                    "route add default via 2001:db8:1::1",
+                    "route add default via 2001:db8:1::1 dev wan1 table 1",
+                    "route add default via 2001:db8:2::1 dev wan2 table 2",
+                    "rule add pref 100 table main suppress_prefixlength 0",
+                    "rule add pref 201 fwmark 1 table 1",
+                    "rule add pref 202 fwmark 2 table 2",
+                ][..],
+            ),
+            (
+                "isp1",
+                &[
+                    "addr add 2001:db8:1::1/64 dev r0",
+                    "addr add 2001:db8:11::1/64 dev t0",
+                    "route add 2001:db8:ff::/64 via 2001:db8:11::2",
+                ][..],
+            ),
+            (
+                "isp2",
+                &[
+                    "addr add 2001:db8:2::1/64 dev r0",
+                    "addr add 2001:db8:12::1/64 dev t0",
+                    "route add 2001:db8:ff::/64 via 2001:db8:12::2",
+                ][..],
+            ),
+            (
+                "target",
+                &[
+                    "addr add 2001:db8:11::2/64 dev i1",
+                    "addr add 2001:db8:12::2/64 dev i2",
+                    "addr add 2001:db8:ff::10/128 dev lo",
+                    "addr add 2001:db8:ff::11/128 dev lo",
+                    "route add 2001:db8:1::/64 via 2001:db8:11::1",
+                    "route add 2001:db8:2::/64 via 2001:db8:12::1",
+                ][..],
+            ),
+        ] {
+            for l in lines {
+                sh(&format!("ip -6 -n {} {l}", t.ns(ns)));
+            }
+        }
+        for ns in [&i1, &i2] {
+            sh(&format!(
+                "ip netns exec {ns} sysctl -qw net.ipv6.conf.all.forwarding=1"
+            ));
+        }
         // Count the LAN flow (port 8080, never probed) in each ISP.
         for ns in ["isp1", "isp2"] {
             t.nft(
@@ -920,4 +978,48 @@ table ip nat {{
     );
     assert_eq!(tracked("192.0.2.10"), 0, "{log}");
     assert_eq!(tracked("192.0.2.11"), before11, "{log}");
+}
+
+/// IPv6: ICMPv6 echo to targets beyond each uplink, through its mark. ISP 1 loses its IPv6
+/// upstream: the IPv6 define moves to uplink 2 while the IPv4 one, whose probes still answer,
+/// stays on uplink 1.
+#[test]
+fn ipv6_candidates_probe_ipv6_targets_through_their_marks() {
+    let t = Topology::new();
+    let f = fixture(
+        r#"{"failover": {"uplink": {
+            "ip4": ["198.51.100.1", "198.51.100.9"],
+            "ip6": ["2001:db8:1::1", "2001:db8:2::1"],
+            "values": [1, 2],
+            "check": {"method": "icmp", "targets": ["192.0.2.10", "2001:db8:ff::10", "2001:db8:ff::11"]},
+            "paths": [{"mark": 1}, {"mark": 2}]
+        }}}"#,
+    );
+    let run = || {
+        t.within(&t.ns("router"), || {
+            let out = f.run(&["--timeout", "500ms"]);
+            assert_exit(&out, 0);
+            let text = f.output_text().unwrap();
+            let d = |n| define(&text, n).map(String::from);
+            (stderr(&out), d("uplink_v4"), d("uplink_v6"))
+        })
+    };
+    let (log, v4, v6) = run();
+    assert!(!log.contains("all down"), "{log}");
+    assert_eq!(
+        (v4.as_deref(), v6.as_deref()),
+        (Some("1"), Some("1")),
+        "{log}"
+    );
+    t.ip("isp1", "-6 route replace unreachable 2001:db8:ff::/64");
+    let (log, v4, v6) = run();
+    assert_eq!(
+        (v4.as_deref(), v6.as_deref()),
+        (Some("1"), Some("2")),
+        "{log}"
+    );
+    assert!(
+        log.contains("uplink_v6: 1 -> 2 (2001:db8:1::1 [mark 1] 2/2 targets down, quorum 1: icmp 2001:db8:ff::1"),
+        "{log}"
+    );
 }
