@@ -63,6 +63,8 @@ struct Job {
     timeout: Duration,
     /// `max_latency_ms`, if lower than the timeout: waiting longer cannot make it count.
     limit: Option<Duration>,
+    /// ICMP on raw sockets: where the replies are received.
+    hub: Option<Arc<icmp::Hub>>,
 }
 
 /// A candidate's answers so far, until its quorum is reached or can no longer be.
@@ -143,15 +145,29 @@ pub async fn check_all(
     }
 
     let (tallies, mut jobs) = plan(config, timeout);
-    preflight(&jobs)?;
+    let kinds = preflight(&jobs)?;
     let mut tallies = tallies;
+    let mut tasks = JoinSet::new();
+    let mut hubs: [Option<Arc<icmp::Hub>>; 2] = [None, None];
+    for family in Family::ALL {
+        if kinds[family as usize] == Some(icmp::Kind::Raw) {
+            hubs[family as usize] = Some(icmp::Hub::start(family)?);
+        }
+    }
+    for job in jobs.iter_mut().filter(|j| j.method == Method::Icmp) {
+        let family = if job.target.is_ipv4() {
+            Family::V4
+        } else {
+            Family::V6
+        };
+        job.hub = hubs[family as usize].clone();
+    }
     // Rank order: every variable's first candidate, then every second one, ... so that with
     // more candidates than sockets, the checks that decide variables start first.
     jobs.sort_by_key(|j| tallies[j.candidate].index);
 
     let permits = Arc::new(Semaphore::new(max_in_flight));
     let (tx, mut rx) = mpsc::unbounded_channel();
-    let mut tasks = JoinSet::new();
     // Checks that start at once share one deadline: opening thousands of sockets one after
     // another takes a noticeable fraction of a second, which must not add to the run time.
     // Only a check that had to wait for a free socket gets a fresh full timeout.
@@ -195,6 +211,9 @@ pub async fn check_all(
     }
     // Dropping the set aborts the checks still waiting on lower-priority candidates.
     tasks.abort_all();
+    for hub in hubs.iter().flatten() {
+        hub.stop();
+    }
     Ok(results)
 }
 
@@ -230,6 +249,7 @@ fn plan(config: &Config, timeout: Option<Duration>) -> (Vec<Tally>, Vec<Job>) {
                         path: path.clone(),
                         timeout,
                         limit,
+                        hub: None,
                     });
                 }
                 tallies.push(Tally {
@@ -251,8 +271,9 @@ fn plan(config: &Config, timeout: Option<Duration>) -> (Vec<Tally>, Vec<Job>) {
 /// Opens one socket per distinct method, family and path the jobs need, so that a missing
 /// capability or sysctl stops the run with one clear error instead of marking every uplink
 /// down. Other errors (a missing interface, an address not configured) are left to the probes:
-/// they say something about that uplink.
-fn preflight(jobs: &[Job]) -> io::Result<()> {
+/// they say something about that uplink. Returns per family which ICMP sockets the run uses.
+fn preflight(jobs: &[Job]) -> io::Result<[Option<icmp::Kind>; 2]> {
+    let mut kinds = [None, None];
     let mut seen: Vec<(Method, bool, Option<&ProbePath>)> = Vec::new();
     for job in jobs {
         let key = (job.method, job.target.is_ipv4(), job.path.as_deref());
@@ -267,9 +288,12 @@ fn preflight(jobs: &[Job]) -> io::Result<()> {
         };
         let opened = match job.method {
             Method::Tcp => tcp::socket(job.target, job.path.as_deref().unwrap()).map(drop),
-            Method::Icmp => icmp::open(family).and_then(|(sock, _)| match job.path.as_deref() {
-                Some(p) => path::apply(&sock, p, family),
-                None => Ok(()),
+            Method::Icmp => icmp::open(family).and_then(|(sock, kind)| {
+                kinds[family as usize] = Some(kind);
+                match job.path.as_deref() {
+                    Some(p) => path::apply(&sock, p, family),
+                    None => Ok(()),
+                }
             }),
         };
         if let Err(e) = opened
@@ -278,7 +302,7 @@ fn preflight(jobs: &[Job]) -> io::Result<()> {
             return Err(e);
         }
     }
-    Ok(())
+    Ok(kinds)
 }
 
 /// One probe of one target, as a `Health`; a latency limit turns a slow answer into down.
@@ -289,7 +313,14 @@ async fn probe(job: &Job, until: Instant) -> Health {
         // Boxed: the echo's receive buffer would otherwise make every probe task, TCP ones
         // included, that much larger (10,000 tasks: +15 MiB).
         Method::Icmp => {
-            match Box::pin(icmp::echo(job.target.ip(), job.path.as_deref(), until)).await {
+            match Box::pin(icmp::echo(
+                job.target.ip(),
+                job.path.as_deref(),
+                until,
+                job.hub.as_deref(),
+            ))
+            .await
+            {
                 Ok(Some(latency)) => Health::Up { latency },
                 Ok(None) => Health::Down(DownReason::Timeout(job.timeout)),
                 Err(e) => Health::Down(DownReason::Error(describe_io_error(&e))),
