@@ -513,27 +513,32 @@ fn failover_moves_lan_traffic_and_failback_honours_rise_and_preempt_delay() {
 const ICMP3: &str =
     r#"{"method": "icmp", "targets": ["192.0.2.10", "192.0.2.11", "192.0.2.12"], "quorum": 2}"#;
 
-/// ICMP echo through the marks, quorum 2 of 3: one target lost via ISP 1 changes nothing, a
-/// second one fails uplink 1 over.
+/// ICMP echo through each kind of path, quorum 2 of 3: one target lost via ISP 1 changes
+/// nothing, a second one fails uplink 1 over.
 #[test]
 fn icmp_quorum_two_of_three() {
-    let t = Topology::new();
-    let f = fixture(&config(Via::Mark, [1, 2], ICMP3, ""));
-    let (_, v) = t.run(&f, &["--timeout", "500ms"]);
-    assert_eq!(v.as_deref(), Some("1"));
-    t.break_isp(1, "192.0.2.12/32");
-    let (log, v) = t.run(&f, &["--timeout", "500ms"]);
-    assert_eq!(v.as_deref(), Some("1"), "2 of 3 still answer: {log}");
-    assert!(log.contains("unchanged"), "{log}");
-    t.break_isp(1, "192.0.2.11/32");
-    let (log, v) = t.run(&f, &["--timeout", "500ms"]);
-    assert_eq!(v.as_deref(), Some("2"), "{log}");
-    assert!(
-        log.contains(
-            "uplink_v4: 1 -> 2 (198.51.100.1 [mark 1] 2/3 targets down, quorum 2: icmp 192.0.2.1"
-        ),
-        "{log}"
-    );
+    for via in [Via::Mark, Via::Interface, Via::Source] {
+        let t = Topology::new();
+        let f = fixture(&config(via, [1, 2], ICMP3, ""));
+        let (log, v) = t.run(&f, &["--timeout", "500ms"]);
+        assert_eq!(v.as_deref(), Some("1"), "{via:?}: {log}");
+        t.break_isp(1, "192.0.2.12/32");
+        let (log, v) = t.run(&f, &["--timeout", "500ms"]);
+        assert_eq!(
+            v.as_deref(),
+            Some("1"),
+            "{via:?}: 2 of 3 still answer: {log}"
+        );
+        assert!(log.contains("unchanged"), "{via:?}: {log}");
+        t.break_isp(1, "192.0.2.11/32");
+        let (log, v) = t.run(&f, &["--timeout", "500ms"]);
+        assert_eq!(v.as_deref(), Some("2"), "{via:?}: {log}");
+        assert!(
+            log.contains("uplink_v4: 1 -> 2 (198.51.100.1 [")
+                && log.contains("] 2/3 targets down, quorum 2: icmp 192.0.2.1"),
+            "{via:?}: {log}"
+        );
+    }
 }
 
 /// An echo responder in the target namespace that answers requests arriving from `slow`
