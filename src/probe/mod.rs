@@ -148,10 +148,10 @@ pub async fn check_all(
     let kinds = preflight(&jobs)?;
     let mut tallies = tallies;
     let mut tasks = JoinSet::new();
-    let mut hubs: [Option<Arc<icmp::Hub>>; 2] = [None, None];
+    let mut hubs = Hubs([None, None]);
     for family in Family::ALL {
         if kinds[family as usize] == Some(icmp::Kind::Raw) {
-            hubs[family as usize] = Some(icmp::Hub::start(family)?);
+            hubs.0[family as usize] = Some(icmp::Hub::start(family)?);
         }
     }
     for job in jobs.iter_mut().filter(|j| j.method == Method::Icmp) {
@@ -160,7 +160,7 @@ pub async fn check_all(
         } else {
             Family::V6
         };
-        job.hub = hubs[family as usize].clone();
+        job.hub = hubs.0[family as usize].clone();
     }
     // Rank order: every variable's first candidate, then every second one, ... so that with
     // more candidates than sockets, the checks that decide variables start first.
@@ -211,10 +211,18 @@ pub async fn check_all(
     }
     // Dropping the set aborts the checks still waiting on lower-priority candidates.
     tasks.abort_all();
-    for hub in hubs.iter().flatten() {
-        hub.stop();
-    }
     Ok(results)
+}
+
+/// The run's ICMP receivers per family; their reader threads end with the run, however it ends.
+struct Hubs([Option<Arc<icmp::Hub>>; 2]);
+
+impl Drop for Hubs {
+    fn drop(&mut self) {
+        for hub in self.0.iter().flatten() {
+            hub.stop();
+        }
+    }
 }
 
 /// One tally per candidate and one job per target of each.
