@@ -10,8 +10,9 @@ use std::time::Duration;
     version,
     about = "Point nftables variables at the first healthy server or uplink",
     long_about = "Checks every candidate address of every variable in the config with a TCP \
-connect, all at once, picks per variable and address family the first one that answers (or its \
-mapped value), and renders `define NAME_v4 = …` / `define NAME_v6 = …` into an nftables include. \
+connect, all at once (or, for a variable with a `check`, probes its TCP or ICMP targets through \
+each candidate's path: interface, source address or firewall mark, up at a quorum), picks per \
+variable and address family the first one that answers (or its mapped value), and renders `define NAME_v4 = …` / `define NAME_v6 = …` into an nftables include. \
 Only when that text changes is the new include checked with `nft -c` in a staged config, put in \
 place atomically, the main config checked, and nftables reloaded; if any step fails the previous \
 include is restored and the run exits 1. Meant to be started by a systemd timer every few seconds.",

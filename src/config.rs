@@ -4,6 +4,8 @@
 //! validation is safe to print into an nftables file verbatim: names are nft identifiers and values
 //! are integers, addresses or identifiers, so no config can inject nft syntax.
 
+pub mod check;
+
 use crate::jsonc::{self, Json};
 use std::collections::{HashMap, HashSet};
 use std::fmt;
@@ -128,6 +130,8 @@ pub struct Variable {
     pub values: Option<Vec<Value>>,
     /// Settings in force for this variable (overrides applied over the global settings).
     pub policy: Policy,
+    /// `check`, `paths`, `conntrack_cleanup`: empty unless configured (see `check`).
+    pub uplink: check::Uplink,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -194,7 +198,7 @@ impl Variable {
     /// follows each address (see `select::Inputs`), so adding, removing or reordering
     /// candidates keeps what is known about the others.
     pub fn fingerprint(&self) -> String {
-        format!("port={}", self.port)
+        format!("port={}{}", self.port, self.uplink.fingerprint())
     }
 }
 
@@ -508,7 +512,8 @@ fn check_policy(var: &Variable, at: &str, problems: &mut Vec<String>) {
     }
 }
 
-const VARIABLE_KEYS: &str = "ip4, ip6, port, values, or a setting";
+const VARIABLE_KEYS: &str =
+    "ip4, ip6, port, values, check, checks, paths, conntrack_cleanup, or a setting";
 
 fn validate_variable(
     name: &str,
@@ -536,14 +541,19 @@ fn validate_variable(
     let mut overrides = Settings::default();
     for (key, value) in entries {
         if !matches!(key.as_str(), "ip4" | "ip6" | "port" | "values")
+            && !check::KEYS.contains(&key.as_str())
             && !setting(&mut overrides, key, value, &at, problems)
         {
             problems.push(format!(
-                "{at}: unknown key {key:?}; expected one of: ip4, ip6, port, values, {SETTING_KEYS}"
+                "{at}: unknown key {key:?}; expected one of: ip4, ip6, port, values, \
+                 check, checks, paths, conntrack_cleanup, {SETTING_KEYS}"
             ));
         }
     }
+    // With a check, probes go to its targets, so the candidate's own port is not needed.
+    let checked = lookup(entries, "check").is_some() || lookup(entries, "checks").is_some();
     let port = match lookup(entries, "port") {
+        None if checked => Some(0),
         None => {
             problems.push(format!(
                 "{at}: missing \"port\" (the TCP port to check, 1-65535)"
@@ -582,6 +592,13 @@ fn validate_variable(
         }
         Some(values)
     });
+    let uplink = check::parse(
+        entries,
+        &at,
+        [ip4.len(), ip6.len()],
+        values.as_deref(),
+        problems,
+    );
     let var = Variable {
         name: name.to_string(),
         port: port.unwrap_or_default(),
@@ -589,6 +606,7 @@ fn validate_variable(
         ip6,
         values,
         policy: overrides.resolve(global),
+        uplink,
     };
     if overrides.fallback.is_some() && var.policy.all_down != AllDown::Fallback {
         problems.push(format!(
@@ -718,7 +736,7 @@ fn looks_like_hostname(s: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'-')
 }
 
-fn lookup<'a>(entries: &'a [(String, Json)], key: &str) -> Option<&'a Json> {
+pub(crate) fn lookup<'a>(entries: &'a [(String, Json)], key: &str) -> Option<&'a Json> {
     entries.iter().find(|(k, _)| k == key).map(|(_, v)| v)
 }
 

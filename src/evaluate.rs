@@ -62,14 +62,24 @@ fn check(
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
-    Ok(runtime.block_on(probe::check_all(config, timeout, in_flight, decided)))
+    runtime.block_on(probe::check_all(config, timeout, in_flight, decided))
 }
 
 /// The address and port of a candidate, as it appears in log lines.
 pub fn candidate(config: &Config, choice: &Choice, index: usize) -> String {
     let var = &config.variables[choice.variable];
     let ip = var.addrs(choice.family)[index];
-    std::net::SocketAddr::new(ip, var.port).to_string()
+    // With a check the port is not the candidate's: its targets are named in the result.
+    let mut text = match var.uplink.checks {
+        Some(_) => ip.to_string(),
+        None => std::net::SocketAddr::new(ip, var.port).to_string(),
+    };
+    if let Some(path) = var.uplink.paths.as_ref().map(|p| &p[index])
+        && !path.is_empty()
+    {
+        text.push_str(&format!(" [{path}]"));
+    }
+    text
 }
 
 /// Why a choice was made, in words: "preferred candidate 10.0.0.1:443 down 3/3", …

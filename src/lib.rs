@@ -9,6 +9,7 @@ pub mod apply;
 pub mod cli;
 pub mod command;
 pub mod config;
+pub mod conntrack;
 pub mod evaluate;
 pub mod files;
 pub mod jsonc;

@@ -4,6 +4,7 @@ use crate::apply::{self, Plan};
 use crate::cli::Cli;
 use crate::command::{self, Runner};
 use crate::config::{self, Config};
+use crate::conntrack;
 use crate::evaluate::{self, Evaluation, candidate, evaluate};
 use crate::select::{Choice, Results};
 use crate::state::{self, State};
@@ -177,6 +178,7 @@ fn run_once(cli: &Cli) -> u8 {
                         },
                         started.elapsed().as_secs_f64() * 1e3
                     ));
+                    clean_up_conntrack(&config, &eval.choices, &new_state);
                     EXIT_OK
                 }
                 Err(e) => {
@@ -262,6 +264,38 @@ fn log_results(config: &Config, eval: &Evaluation) {
         }
         if c.all_down() {
             log::warn(&format!("{define}: {}", evaluate::reason_text(config, c)));
+        }
+    }
+}
+
+/// After a reload: deletes the tracked connections of each define's old choice, where the
+/// variable asks for it. A failure is logged and leaves the switch in place.
+fn clean_up_conntrack(config: &Config, choices: &[Choice], state: &State) {
+    for c in choices {
+        let var = &config.variables[c.variable];
+        let old_up = c.effective_index.is_some_and(|i| {
+            state
+                .variables
+                .get(&var.name)
+                .and_then(|v| v.family(c.family).candidates.get(i))
+                .and_then(|s| s.counted.as_ref())
+                .is_some_and(|k| k.up)
+        });
+        let Some(filter) = conntrack::filter(var, c, false) else {
+            continue;
+        };
+        let define = format!("{}_{}", var.name, c.family.suffix());
+        if old_up {
+            log::info(&format!(
+                "{define}: conntrack clean-up skipped: the old choice is up, its connections work"
+            ));
+            continue;
+        }
+        match conntrack::delete(&filter, c.family) {
+            Ok(n) => log::info(&format!(
+                "{define}: conntrack clean-up deleted {n} entries ({filter})"
+            )),
+            Err(e) => log::warn(&format!("{define}: conntrack clean-up: {e}")),
         }
     }
 }

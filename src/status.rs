@@ -273,7 +273,12 @@ pub fn text(report: &Report, now: u64) -> String {
         );
         for (i, c) in d.candidates.iter().enumerate() {
             let mark = if d.selected == Some(i) { '>' } else { ' ' };
-            let ip = c.address.parse::<std::net::IpAddr>().ok();
+            // Port 0: the candidate has a check, whose targets are probed instead.
+            let ip = c
+                .address
+                .parse::<std::net::IpAddr>()
+                .ok()
+                .filter(|_| c.port != 0);
             let endpoint = ip.map_or(c.address.clone(), |ip| {
                 std::net::SocketAddr::new(ip, c.port).to_string()
             });

@@ -68,6 +68,7 @@ fn bench_smoke_mode_runs_and_prints_its_tables() {
         "### Process start",
         "### Steady state",
         "### Blackholed candidates",
+        "### Uplinks",
         "### Failover latency",
         "### Apply time",
         "### Live mode against reload",

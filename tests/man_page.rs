@@ -180,7 +180,30 @@ fn extra_sections(cmd: &Command) -> Roff {
     item(
         &mut r,
         [bold("port")],
-        "The TCP port to check, 1-65535. Required.",
+        "The TCP port to check, 1-65535. Required, unless the variable has a check.",
+    );
+    item(
+        &mut r,
+        [bold("check"), roman(", "), bold("checks")],
+        "Optional; probe targets instead of the candidate's own address: {\"targets\": \
+         [\"ADDRESS:PORT\" for tcp or \"ADDRESS\" for icmp, ...], \"method\": \"tcp\" \
+         (default) or \"icmp\", \"quorum\": targets that must answer (default 1), \
+         \"max_latency_ms\": slower answers count as down}. checks: per-candidate overrides, \
+         index-aligned like values, null for \"as check\".",
+    );
+    item(
+        &mut r,
+        [bold("paths")],
+        "Optional; per candidate, index-aligned like values, which way its probes leave: \
+         {\"interface\": NAME (SO_BINDTODEVICE), \"mark\": N (SO_MARK, needs CAP_NET_RAW), \
+         \"source\": ADDRESS}.",
+    );
+    item(
+        &mut r,
+        [bold("conntrack_cleanup")],
+        "Optional; \"mark\" or \"address\": after a failover away from a candidate that is \
+         down, delete its conntrack entries (ct mark = old value, or replies from the old \
+         address) with /usr/sbin/conntrack (needs CAP_NET_ADMIN).",
     );
     item(
         &mut r,

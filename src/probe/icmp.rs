@@ -1,0 +1,410 @@
+//! ICMP echo, through a candidate's path.
+//!
+//! Prefers the kernel's unprivileged ping sockets (`SOCK_DGRAM`, allowed for the groups in
+//! `net.ipv4.ping_group_range`, which covers IPv6 too): the kernel sets the identifier and
+//! delivers only replies to it. Otherwise raw sockets (CAP_NET_RAW), which see every ICMP
+//! packet: replies are read once, by a `Hub`, and matched by source, identifier and sequence.
+//! Either way a reply only counts for the request it answers, never for another probe's.
+
+use super::path;
+use crate::config::Family;
+use crate::config::check::ProbePath;
+use socket2::{Domain, Protocol, SockAddr, Socket, Type};
+use std::collections::HashMap;
+use std::io::{self, ErrorKind};
+use std::mem::MaybeUninit;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicBool, AtomicU16, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tokio::io::unix::AsyncFd;
+use tokio::sync::oneshot;
+
+const ECHO_REQUEST_V4: u8 = 8;
+const ECHO_REPLY_V4: u8 = 0;
+const ECHO_REQUEST_V6: u8 = 128;
+const ECHO_REPLY_V6: u8 = 129;
+
+/// Sequence numbers, and identifiers on raw sockets, distinct per probe within a run.
+static NEXT: AtomicU16 = AtomicU16::new(1);
+
+/// What kind of socket an echo went out on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    Ping,
+    Raw,
+}
+
+/// Opens an ICMP socket for `family`: a ping socket if allowed, else a raw one.
+pub fn open(family: Family) -> io::Result<(Socket, Kind)> {
+    let (domain, proto) = match family {
+        Family::V4 => (Domain::IPV4, Protocol::ICMPV4),
+        Family::V6 => (Domain::IPV6, Protocol::ICMPV6),
+    };
+    let ping = match Socket::new(domain, Type::DGRAM, Some(proto)) {
+        Ok(s) => return Ok((s, Kind::Ping)),
+        Err(e) => e,
+    };
+    match Socket::new(domain, Type::RAW, Some(proto)) {
+        Ok(s) => Ok((s, Kind::Raw)),
+        Err(raw) if is_denied(&ping) && is_denied(&raw) => {
+            // SAFETY: getegid has no preconditions.
+            let gid = unsafe { libc::getegid() };
+            Err(io::Error::new(
+                ErrorKind::PermissionDenied,
+                format!(
+                    "ICMP echo: no unprivileged ping socket (sysctl net.ipv4.ping_group_range \
+                     does not include group {gid}) and no raw socket (needs CAP_NET_RAW); \
+                     allow one: `sysctl -w net.ipv4.ping_group_range=\"{gid} {gid}\"`, or the \
+                     drop-in {} (see README, \"Privileges for uplink checks\")",
+                    path::DROP_IN
+                ),
+            ))
+        }
+        Err(raw) => Err(io::Error::new(
+            raw.kind(),
+            format!(
+                "ICMP echo socket: {}",
+                super::describe_io_error(if is_denied(&raw) { &ping } else { &raw })
+            ),
+        )),
+    }
+}
+
+fn is_denied(e: &io::Error) -> bool {
+    e.kind() == ErrorKind::PermissionDenied
+}
+
+/// The one socket that receives echo replies for every raw-socket probe of a family in a run.
+///
+/// A raw socket is handed a copy of every ICMP packet the host receives, so one raw socket per
+/// probe would cost probes × packets: 6,000 probes took 2.5 s on loopback. Instead each probe
+/// sends from its own raw socket (it carries the candidate's path) that is told to receive
+/// nothing (`ICMP_FILTER`, checked before the kernel copies a packet), and this socket reads
+/// every echo reply once and hands it to the probe waiting for its source, identifier and
+/// sequence. It reads on a thread of its own, so that replies are taken off its queue while the
+/// runtime's one thread is busy sending thousands of requests.
+pub struct Hub {
+    family: Family,
+    sock: Socket,
+    waiting: Mutex<HashMap<(IpAddr, u16, u16), oneshot::Sender<Instant>>>,
+    stop: AtomicBool,
+}
+
+impl Hub {
+    /// Opens the receiving raw socket and starts its reader thread.
+    pub fn start(family: Family) -> io::Result<Arc<Hub>> {
+        let (sock, kind) = open(family)?;
+        if kind != Kind::Raw {
+            return Err(io::Error::other("ICMP hub: expected a raw socket"));
+        }
+        set_filter(&sock, family, Some(family_reply(family)))?;
+        // Room for bursts of replies: as much as the kernel grants without privileges
+        // (net.core.rmem_max), more where CAP_NET_ADMIN allows forcing it.
+        let want: libc::c_int = 8 << 20;
+        // SAFETY: setsockopt reads one c_int from a live local.
+        let forced = unsafe {
+            use std::os::fd::AsRawFd;
+            libc::setsockopt(
+                sock.as_raw_fd(),
+                libc::SOL_SOCKET,
+                libc::SO_RCVBUFFORCE,
+                (&raw const want).cast(),
+                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+            )
+        } == 0;
+        if !forced {
+            let _ = sock.set_recv_buffer_size(want as usize);
+        }
+        sock.set_read_timeout(Some(Duration::from_millis(50)))?;
+        let hub = Arc::new(Hub {
+            family,
+            sock,
+            waiting: Mutex::new(HashMap::new()),
+            stop: AtomicBool::new(false),
+        });
+        let reader = hub.clone();
+        std::thread::Builder::new()
+            .name("icmp-replies".into())
+            .spawn(move || reader.read())?;
+        Ok(hub)
+    }
+
+    /// Ends the reader thread (within its 50 ms read timeout).
+    pub fn stop(&self) {
+        self.stop.store(true, Ordering::Relaxed);
+    }
+
+    fn read(&self) {
+        let mut buf = vec![MaybeUninit::<u8>::uninit(); 1500];
+        while !self.stop.load(Ordering::Relaxed) {
+            let Ok((n, from)) = self.sock.recv_from(&mut buf) else {
+                continue; // the read timeout, or an error the next read may not have
+            };
+            let at = Instant::now();
+            // SAFETY: recv_from initialised the first n bytes.
+            let bytes: &[u8] = unsafe { std::slice::from_raw_parts(buf.as_ptr().cast(), n) };
+            let (Some(from), Some((ident, seq))) =
+                (from.as_socket(), reply_ids(self.family, Kind::Raw, bytes))
+            else {
+                continue;
+            };
+            let waiter = self.lock().remove(&(from.ip(), ident, seq));
+            if let Some(tx) = waiter {
+                let _ = tx.send(at);
+            }
+        }
+    }
+
+    fn lock(
+        &self,
+    ) -> std::sync::MutexGuard<'_, HashMap<(IpAddr, u16, u16), oneshot::Sender<Instant>>> {
+        self.waiting.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+fn family_reply(family: Family) -> u8 {
+    match family {
+        Family::V4 => ECHO_REPLY_V4,
+        Family::V6 => ECHO_REPLY_V6,
+    }
+}
+
+/// Sends one echo request to `target` through `path` and waits for its reply until `until`:
+/// on a ping socket of its own, or, where only raw sockets are allowed, through `hub`.
+/// `Ok(None)`: no reply in time.
+pub async fn echo(
+    target: IpAddr,
+    path: Option<&ProbePath>,
+    until: Instant,
+    hub: Option<&Hub>,
+) -> io::Result<Option<Duration>> {
+    let family = if target.is_ipv4() {
+        Family::V4
+    } else {
+        Family::V6
+    };
+    let (domain, proto) = match family {
+        Family::V4 => (Domain::IPV4, Protocol::ICMPV4),
+        Family::V6 => (Domain::IPV6, Protocol::ICMPV6),
+    };
+    let (sock, kind) = match hub {
+        Some(_) => (Socket::new(domain, Type::RAW, Some(proto))?, Kind::Raw),
+        None => (Socket::new(domain, Type::DGRAM, Some(proto))?, Kind::Ping),
+    };
+    if let Some(p) = path {
+        path::apply(&sock, p, family)?;
+    }
+    sock.set_nonblocking(true)?;
+    let seq = NEXT.fetch_add(1, Ordering::Relaxed);
+    let dest = SockAddr::from(SocketAddr::new(target, 0));
+    if let Some(hub) = hub {
+        set_filter(&sock, family, None)?;
+        let ident = (std::process::id() as u16) ^ seq.rotate_left(8);
+        let key = (target, ident, seq);
+        let (tx, rx) = oneshot::channel();
+        hub.lock().insert(key, tx);
+        let start = Instant::now();
+        let sent = sock.send_to(&packet(family, kind, ident, seq), &dest);
+        let got = match sent {
+            Ok(_) => tokio::time::timeout_at(until.into(), rx).await,
+            Err(e) => {
+                hub.lock().remove(&key);
+                return Err(e);
+            }
+        };
+        hub.lock().remove(&key);
+        return Ok(match got {
+            Ok(Ok(at)) => Some(at.saturating_duration_since(start)),
+            _ => None,
+        });
+    }
+    // SAFETY: the AsyncFd owns the socket, so its descriptor stays open and the same for as
+    // long as the AsyncFd lives.
+    let fd = unsafe { AsyncFd::register(sock) }.map_err(|e| e.into_parts().1)?;
+    let start = Instant::now();
+    // The kernel sets a ping socket's identifier (its local "port", known once the send bound
+    // it) and delivers only replies that carry it.
+    fd.get_ref().send_to(&packet(family, kind, 0, seq), &dest)?;
+    let ident = fd
+        .get_ref()
+        .local_addr()?
+        .as_socket()
+        .map_or(0, |a| a.port());
+    let wait = async {
+        let mut buf = [MaybeUninit::<u8>::uninit(); 128];
+        loop {
+            let mut guard = fd.readable().await?;
+            match guard.try_io(|s| s.get_ref().recv_from(&mut buf)) {
+                Ok(Ok((n, from))) => {
+                    // SAFETY: recv_from initialised the first n bytes.
+                    let bytes: &[u8] =
+                        unsafe { std::slice::from_raw_parts(buf.as_ptr().cast::<u8>(), n) };
+                    let from = from.as_socket().map(|a| a.ip());
+                    if from == Some(target) && is_reply(family, kind, bytes, ident, seq) {
+                        return Ok::<_, io::Error>(start.elapsed());
+                    }
+                }
+                Ok(Err(e)) => return Err(e),
+                Err(_would_block) => continue,
+            }
+        }
+    };
+    match tokio::time::timeout_at(until.into(), wait).await {
+        Ok(Ok(latency)) => Ok(Some(latency)),
+        Ok(Err(e)) => Err(e),
+        Err(_) => Ok(None),
+    }
+}
+
+/// Lets the kernel queue on this raw socket only ICMP messages of type `pass` (`None`: none
+/// at all), with `ICMP_FILTER` / `ICMP6_FILTER`, which are checked before a packet is copied.
+fn set_filter(sock: &Socket, family: Family, pass: Option<u8>) -> io::Result<()> {
+    use std::os::fd::AsRawFd;
+    // linux/icmp.h ICMP_FILTER (level SOL_RAW, 32 types), linux/icmpv6.h ICMPV6_FILTER (level
+    // IPPROTO_ICMPV6, 256 types): a bit set per type blocks it.
+    const SOL_RAW: libc::c_int = 255;
+    const ICMP_FILTER: libc::c_int = 1;
+    const ICMPV6_FILTER: libc::c_int = 1;
+    let mut blocked = [u32::MAX; 8];
+    if let Some(t) = pass {
+        blocked[usize::from(t >> 5)] &= !(1 << (t & 31));
+    }
+    let (level, name, len) = match family {
+        Family::V4 => (SOL_RAW, ICMP_FILTER, 4),
+        Family::V6 => (libc::IPPROTO_ICMPV6, ICMPV6_FILTER, 32),
+    };
+    // SAFETY: setsockopt reads `len` bytes from a live array of at least that size.
+    let rc = unsafe {
+        libc::setsockopt(
+            sock.as_raw_fd(),
+            level,
+            name,
+            blocked.as_ptr().cast(),
+            len as libc::socklen_t,
+        )
+    };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
+/// An echo request: type, code, checksum, identifier, sequence, then a short payload.
+fn packet(family: Family, kind: Kind, ident: u16, seq: u16) -> Vec<u8> {
+    let kind_byte = match family {
+        Family::V4 => ECHO_REQUEST_V4,
+        Family::V6 => ECHO_REQUEST_V6,
+    };
+    let mut p = vec![kind_byte, 0, 0, 0];
+    p.extend_from_slice(&ident.to_be_bytes());
+    p.extend_from_slice(&seq.to_be_bytes());
+    p.extend_from_slice(b"nftfailv");
+    // The kernel fills in the checksum for ping sockets and for ICMPv6; only raw ICMPv4
+    // needs it from us.
+    if family == Family::V4 && kind == Kind::Raw {
+        let sum = checksum(&p);
+        p[2..4].copy_from_slice(&sum.to_be_bytes());
+    }
+    p
+}
+
+/// Whether `bytes` (as received on this socket kind) is the reply to (ident, seq).
+fn is_reply(family: Family, kind: Kind, bytes: &[u8], ident: u16, seq: u16) -> bool {
+    reply_ids(family, kind, bytes) == Some((ident, seq))
+}
+
+/// The identifier and sequence of an echo reply as received on this socket kind; `None` for
+/// anything else.
+fn reply_ids(family: Family, kind: Kind, bytes: &[u8]) -> Option<(u16, u16)> {
+    // Raw IPv4 sockets deliver the IP header too.
+    let icmp = if family == Family::V4 && kind == Kind::Raw {
+        bytes.get(usize::from(bytes.first()? & 0x0f) * 4..)?
+    } else {
+        bytes
+    };
+    (icmp.len() >= 8 && icmp[0] == family_reply(family) && icmp[1] == 0).then(|| {
+        (
+            u16::from_be_bytes([icmp[4], icmp[5]]),
+            u16::from_be_bytes([icmp[6], icmp[7]]),
+        )
+    })
+}
+
+/// The Internet checksum (RFC 1071).
+fn checksum(data: &[u8]) -> u16 {
+    let mut sum: u32 = data
+        .chunks(2)
+        .map(|c| u32::from(u16::from_be_bytes([c[0], *c.get(1).unwrap_or(&0)])))
+        .sum();
+    while sum >> 16 != 0 {
+        sum = (sum & 0xffff) + (sum >> 16);
+    }
+    !(sum as u16)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn checksum_of_a_request_verifies_to_zero() {
+        let p = packet(Family::V4, Kind::Raw, 0x1234, 7);
+        assert_eq!(checksum(&p), 0);
+    }
+
+    #[test]
+    fn only_the_reply_to_this_request_matches() {
+        let reply = |t: u8, id: u16, seq: u16| {
+            let mut p = vec![t, 0, 0, 0];
+            p.extend_from_slice(&id.to_be_bytes());
+            p.extend_from_slice(&seq.to_be_bytes());
+            p
+        };
+        let ok = reply(ECHO_REPLY_V6, 5, 9);
+        assert!(is_reply(Family::V6, Kind::Raw, &ok, 5, 9));
+        assert!(
+            !is_reply(Family::V6, Kind::Raw, &ok, 5, 10),
+            "other sequence"
+        );
+        assert!(
+            !is_reply(Family::V6, Kind::Raw, &ok, 6, 9),
+            "other identifier"
+        );
+        let request = reply(ECHO_REQUEST_V6, 5, 9);
+        assert!(
+            !is_reply(Family::V6, Kind::Raw, &request, 5, 9),
+            "own request"
+        );
+        // Raw IPv4: skipped IP header of 20 bytes.
+        let mut v4 = vec![0x45; 1];
+        v4.extend_from_slice(&[0; 19]);
+        v4.extend_from_slice(&reply(ECHO_REPLY_V4, 5, 9));
+        assert!(is_reply(Family::V4, Kind::Raw, &v4, 5, 9));
+        assert!(!is_reply(Family::V4, Kind::Ping, &v4, 5, 9));
+    }
+
+    #[test]
+    fn echo_to_loopback_answers() {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let until = Instant::now() + Duration::from_secs(2);
+        let got = rt.block_on(async {
+            let hub = match open(Family::V4)?.1 {
+                Kind::Raw => Some(Hub::start(Family::V4)?),
+                Kind::Ping => None,
+            };
+            let got = echo("127.0.0.1".parse().unwrap(), None, until, hub.as_deref()).await;
+            hub.inspect(|h| h.stop());
+            got
+        });
+        // Root (CI) has CAP_NET_RAW; elsewhere the error must name the sysctl or capability.
+        match got {
+            Ok(latency) => assert!(latency.is_some()),
+            Err(e) => assert!(e.to_string().contains("ping_group_range"), "{e}"),
+        }
+    }
+}
