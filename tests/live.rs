@@ -11,25 +11,6 @@ use std::time::Duration;
 
 const PORT: u16 = 8443;
 
-/// A listener that stops listening when dropped even while another test thread forks (a forked
-/// child holds a copy of the descriptor until it execs; shutdown ends the listening state for
-/// every holder, close alone does not).
-struct Server(std::net::TcpListener);
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        use std::os::fd::AsRawFd;
-        // SAFETY: shutdown of a descriptor this value owns.
-        unsafe { libc::shutdown(self.0.as_raw_fd(), libc::SHUT_RDWR) };
-    }
-}
-
-fn serve(addr: &str, port: u16) -> Server {
-    Server(
-        std::net::TcpListener::bind((addr, port))
-            .unwrap_or_else(|e| panic!("bind {addr}:{port}: {e}")),
-    )
-}
 const UPLINK_PORT: u16 = 3129;
 const TABLE: &str = "inet nftables_failover";
 
@@ -41,6 +22,19 @@ fn config(apply: &str) -> String {
             "uplink": {{"ip4": ["127.0.0.3", "127.0.0.4"], "port": {UPLINK_PORT}, "values": [200, 201]}}
         }}}}"#
     )
+}
+
+/// A live-mode fixture after its first apply, with web's two candidates and the first uplink
+/// answering.
+fn applied_live() -> (Fixture, Listener, Listener, Listener) {
+    let primary = listen("127.0.0.1", PORT);
+    let backup = listen("127.0.0.2", PORT);
+    let up = listen("127.0.0.3", UPLINK_PORT);
+    let f = Fixture::new();
+    f.write_config(&config("live"));
+    write_main(&f);
+    assert_exit(&f.run(&[]), 0);
+    (f, primary, backup, up)
 }
 
 /// A main config with `flush ruleset`, the addons, and the admin's rules that use the live
@@ -131,9 +125,9 @@ fn only_live_calls(calls: &[String]) {
 #[test]
 fn live_failover_keeps_foreign_tables_where_a_reload_loses_them() {
     in_netns(|| {
-        let primary = serve("127.0.0.1", PORT);
-        let _backup = serve("127.0.0.2", PORT);
-        let _up = serve("127.0.0.3", UPLINK_PORT);
+        let primary = listen("127.0.0.1", PORT);
+        let _backup = listen("127.0.0.2", PORT);
+        let _up = listen("127.0.0.3", UPLINK_PORT);
         let f = Fixture::new();
         f.write_config(&config("live"));
         write_main(&f);
@@ -178,7 +172,7 @@ fn live_failover_keeps_foreign_tables_where_a_reload_loses_them() {
         assert_exit(&f.run(&[]), 0);
         add_foreign();
         assert!(foreign_state().1);
-        let _primary = serve("127.0.0.1", PORT);
+        let _primary = listen("127.0.0.1", PORT);
         let out = f.run(&[]);
         assert_exit(&out, 0);
         assert!(
@@ -195,7 +189,7 @@ fn live_failover_keeps_foreign_tables_where_a_reload_loses_them() {
 }
 
 /// Connects to `addr` and returns the address of the listener that accepted.
-fn served_by(addr: &str, listeners: &[&Server]) -> String {
+fn served_by(addr: &str, listeners: &[&Listener]) -> String {
     let mut stream =
         TcpStream::connect_timeout(&addr.parse().unwrap(), Duration::from_secs(2)).unwrap();
     stream
@@ -216,10 +210,10 @@ fn traffic_follows_a_live_failover() {
     in_netns(|| {
         // The service address is a documentation address, routed over loopback in this namespace.
         sh("ip route add 198.51.100.0/24 dev lo");
-        let primary = serve("127.0.0.1", PORT);
-        let backup = serve("127.0.0.2", PORT);
-        let uplink_a = serve("127.0.0.3", UPLINK_PORT);
-        let _uplink_b = serve("127.0.0.4", UPLINK_PORT);
+        let primary = listen("127.0.0.1", PORT);
+        let backup = listen("127.0.0.2", PORT);
+        let uplink_a = listen("127.0.0.3", UPLINK_PORT);
+        let _uplink_b = listen("127.0.0.4", UPLINK_PORT);
         let f = Fixture::new();
         f.write_config(&config("live"));
         write_main(&f);
@@ -258,8 +252,8 @@ fn traffic_follows_a_live_failover() {
 #[test]
 fn owned_objects_flushed_by_hand_are_restored_by_the_next_run() {
     in_netns(|| {
-        let _primary = serve("127.0.0.1", PORT);
-        let _up = serve("127.0.0.3", UPLINK_PORT);
+        let _primary = listen("127.0.0.1", PORT);
+        let _up = listen("127.0.0.3", UPLINK_PORT);
         let f = Fixture::new();
         f.write_config(&config("live"));
         write_main(&f);
@@ -308,13 +302,7 @@ fn owned_objects_flushed_by_hand_are_restored_by_the_next_run() {
 #[test]
 fn a_failed_live_update_changes_nothing_and_is_retried() {
     in_netns(|| {
-        let primary = serve("127.0.0.1", PORT);
-        let _backup = serve("127.0.0.2", PORT);
-        let _up = serve("127.0.0.3", UPLINK_PORT);
-        let f = Fixture::new();
-        f.write_config(&config("live"));
-        write_main(&f);
-        assert_exit(&f.run(&[]), 0);
+        let (f, primary, _backup, _up) = applied_live();
         let include = f.output_text().unwrap();
         let record = fs::read(f.addon_dir.join(".failover.nft.applied")).unwrap();
 
@@ -342,13 +330,7 @@ fn a_failed_live_update_changes_nothing_and_is_retried() {
 #[test]
 fn a_failover_while_the_owned_table_is_gone_reloads_and_says_so() {
     in_netns(|| {
-        let primary = serve("127.0.0.1", PORT);
-        let _backup = serve("127.0.0.2", PORT);
-        let _up = serve("127.0.0.3", UPLINK_PORT);
-        let f = Fixture::new();
-        f.write_config(&config("live"));
-        write_main(&f);
-        assert_exit(&f.run(&[]), 0);
+        let (f, primary, _backup, _up) = applied_live();
 
         sh(&format!("nft delete table {TABLE}"));
         drop(primary);

@@ -591,7 +591,7 @@ impl SlowEcho {
                     icmp[0] = 0;
                     icmp[2] = 0;
                     icmp[3] = 0;
-                    let sum = checksum(&icmp);
+                    let sum = nftables_failover::probe::icmp::checksum(&icmp);
                     icmp[2..4].copy_from_slice(&sum.to_be_bytes());
                     let to = SockAddr::from(SocketAddr::new(IpAddr::V4(from), 0));
                     // Delayed on its own thread, so a slow reply never holds up a fast one.
@@ -615,17 +615,6 @@ impl Drop for SlowEcho {
             let _ = t.join();
         }
     }
-}
-
-fn checksum(data: &[u8]) -> u16 {
-    let mut sum: u32 = data
-        .chunks(2)
-        .map(|c| u32::from(u16::from_be_bytes([c[0], *c.get(1).unwrap_or(&0)])))
-        .sum();
-    while sum >> 16 != 0 {
-        sum = (sum & 0xffff) + (sum >> 16);
-    }
-    !(sum as u16)
 }
 
 /// Uplink 2 answers in about 150 ms: with `max_latency_ms` 100 it counts as down and the define

@@ -333,7 +333,7 @@ fn reply_ids(family: Family, kind: Kind, bytes: &[u8]) -> Option<(u16, u16)> {
 }
 
 /// The Internet checksum (RFC 1071).
-fn checksum(data: &[u8]) -> u16 {
+pub fn checksum(data: &[u8]) -> u16 {
     let mut sum: u32 = data
         .chunks(2)
         .map(|c| u32::from(u16::from_be_bytes([c[0], *c.get(1).unwrap_or(&0)])))
