@@ -32,6 +32,10 @@ pub struct Runner {
     sudo: Option<PathBuf>,
     /// How long one command may run before it is killed.
     timeout: Duration,
+    /// Whether a stop signal stops the command (or keeps it from starting). Steps that may
+    /// change the kernel, and those that put it back, run to their end (still bounded by
+    /// `timeout`), so the run knows what the kernel holds when it exits.
+    interruptible: bool,
 }
 
 impl Runner {
@@ -42,11 +46,21 @@ impl Runner {
         Runner {
             sudo: (!root).then(|| find_program("sudo").unwrap_or_else(|| "/usr/bin/sudo".into())),
             timeout: DEFAULT_TIMEOUT,
+            interruptible: true,
         }
     }
 
     pub fn with_timeout(self, timeout: Duration) -> Runner {
         Runner { timeout, ..self }
+    }
+
+    /// The same runner for commands a stop signal must not cut short: see `interruptible`.
+    pub fn uninterruptible(&self) -> Runner {
+        Runner {
+            sudo: self.sudo.clone(),
+            interruptible: false,
+            ..*self
+        }
     }
 
     /// The exact argv that will be executed for a privileged command.
@@ -82,7 +96,7 @@ impl Runner {
             output,
             sudo_denied: false,
         };
-        if let Some(signal) = signals::received() {
+        if let Some(signal) = signals::received().filter(|_| self.interruptible) {
             return Err(fail(
                 format!("was not started: interrupted by {}", signals::name(signal)),
                 String::new(),
@@ -102,7 +116,7 @@ impl Runner {
             .process_group(0)
             .spawn()
             .map_err(|e| fail(format!("could not be started: {e}"), String::new()))?;
-        let done = supervise(child, self.timeout);
+        let done = supervise(child, self.timeout, self.interruptible);
         let mut status = match (&done.ended, &done.status) {
             (Ended::Exited, Ok(s)) if s.success() => return Ok(done.stdout),
             (Ended::Exited, Ok(s)) => describe_status(*s),
@@ -169,7 +183,7 @@ struct Done {
 /// only root can end it. sudoers can bound it as root: a per-command `TIMEOUT=` option or
 /// `Defaults command_timeout` (neither needs `user_command_timeouts`, which only allows the user's
 /// own `sudo -T`) makes sudo send the command SIGHUP and SIGTERM, then SIGKILL 2 s later.
-fn supervise(mut child: Child, timeout: Duration) -> Done {
+fn supervise(mut child: Child, timeout: Duration, interruptible: bool) -> Done {
     let pid = child.id() as i32;
     let started = Instant::now();
     let (out_tx, out_rx) = mpsc::channel();
@@ -200,7 +214,7 @@ fn supervise(mut child: Child, timeout: Duration) -> Done {
     let exit_rx = watchers.and_then(|()| watch_exit(pid));
 
     let ended = match &exit_rx {
-        Ok(rx) => wait(rx, started + timeout),
+        Ok(rx) => wait(rx, started + timeout, interruptible),
         Err(e) => Ended::Unwatched(e.to_string()),
     };
     if !matches!(ended, Ended::Exited) {
@@ -243,9 +257,9 @@ fn supervise(mut child: Child, timeout: Duration) -> Done {
 }
 
 /// Waits until the command exits, the deadline passes, or a stop signal arrives.
-fn wait(exited: &Receiver<()>, deadline: Instant) -> Ended {
+fn wait(exited: &Receiver<()>, deadline: Instant, interruptible: bool) -> Ended {
     loop {
-        if let Some(signal) = signals::received() {
+        if let Some(signal) = signals::received().filter(|_| interruptible) {
             return Ended::Interrupted(signal);
         }
         let left = deadline.saturating_duration_since(Instant::now());
@@ -253,7 +267,7 @@ fn wait(exited: &Receiver<()>, deadline: Instant) -> Ended {
             return Ended::TimedOut;
         }
         // Without handlers a stop signal kills this process anyway, so one plain wait suffices.
-        let slice = if signals::installed() {
+        let slice = if interruptible && signals::installed() {
             left.min(SIGNAL_SLICE)
         } else {
             left
@@ -413,6 +427,7 @@ mod tests {
         let r = Runner {
             sudo: Some("/usr/bin/sudo".into()),
             timeout: DEFAULT_TIMEOUT,
+            interruptible: true,
         };
         assert_eq!(
             r.argv(&os(&["/usr/sbin/nft", "-c", "-f", "/etc/nftables.conf"])),
@@ -428,6 +443,7 @@ mod tests {
         let root = Runner {
             sudo: None,
             timeout: DEFAULT_TIMEOUT,
+            interruptible: true,
         };
         assert_eq!(root.argv(&os(&["/bin/true"])), os(&["/bin/true"]));
     }
@@ -447,6 +463,7 @@ mod tests {
         let r = Runner {
             sudo: None,
             timeout: DEFAULT_TIMEOUT,
+            interruptible: true,
         };
         let err = r
             .run(
@@ -490,6 +507,7 @@ mod tests {
         let r = Runner {
             sudo: None,
             timeout: Duration::from_millis(300),
+            interruptible: true,
         };
         let started = Instant::now();
         let err = r
@@ -529,6 +547,7 @@ mod tests {
         let r = Runner {
             sudo: None,
             timeout: Duration::from_secs(20),
+            interruptible: true,
         };
         let started = Instant::now();
         r.run("quick", &os(&["/bin/sh", "-c", "sleep 0.1"]))

@@ -5,7 +5,8 @@
 //! The candidates are A 127.0.0.1, B 127.0.0.2 and C 127.0.0.3. The main config (not the staged
 //! one) holds an interval set with the range 127.0.0.3-127.0.0.4, so rendering C passes the staged check and
 //! fails `nft -c` of the main config. A wrapper around nft (and one as the reload command)
-//! signals the binary at the chosen step.
+//! signals the binary at the chosen step. Live mode gets the same matrix over its own steps, and
+//! must also leave the kernel's live set holding what the recorded include says.
 
 mod common;
 
@@ -219,5 +220,124 @@ fn sigkill_during_the_first_apply_restores_the_unrecorded_include() {
 fn sigterm_at_every_step_of_an_apply_rolls_back_and_exits_non_zero() {
     for step in STEPS {
         interrupted_then_failing(step, "TERM", false);
+    }
+}
+
+/// Live mode's steps, as the nft wrapper sees them: the batch checked, committed, read back, and
+/// the main config checked with the new include.
+const LIVE_STEPS: &[&str] = &[
+    "check-before",
+    "check-during",
+    "commit-before",
+    "commit-during",
+    "commit-after", // the kernel switched; nothing else knows yet
+    "read-after",
+    "main-before", // the new include has just been renamed into place
+    "main-during",
+    "main-after", // accepted; the binary dies before recording it
+];
+
+/// A live-mode setup: the same candidates and guard set as `setup`, `"apply": "live"`, and an
+/// nft wrapper that tells the live steps apart by the staged file's content.
+fn live_setup() -> Setup {
+    let s = setup();
+    s.f.write_config(&format!(
+        r#"{{"settings": {{"apply": "live"}}, "failover": {{"web": {{"ip4": ["127.0.0.1", "127.0.0.2", "127.0.0.3"], "port": {PORT}}}}}}}"#
+    ));
+    let nft = fs::read_to_string(&s.f.nft).unwrap().replace(
+        "*) step=other;;",
+        r#"'-c -j -f '*) step=check;; '-j -f '*) if grep -q '"list"' "$3"; then step=read; else step=commit; fi;; *) step=other;;"#,
+    );
+    fs::write(&s.f.nft, nft).unwrap();
+    s
+}
+
+/// What the kernel's live set holds for web_v4.
+fn live_web() -> String {
+    let out = sh("nft list set inet nftables_failover web_v4");
+    out.split("elements = { ")
+        .nth(1)
+        .and_then(|r| r.split(' ').next())
+        .unwrap_or("none")
+        .to_string()
+}
+
+/// Kernel, include and record agree: the kernel runs what the recorded include says, and that
+/// is the include on disk, which the main config loads.
+fn consistent(s: &Setup, what: &str, out: &Output) -> String {
+    let include = fs::read(&s.f.output).unwrap();
+    assert_eq!(Some(include.clone()), s.record(), "{what}: {}", stderr(out));
+    let value = define(&String::from_utf8_lossy(&include), "web_v4")
+        .unwrap()
+        .to_string();
+    assert_eq!(live_web(), value, "{what}: {}", stderr(out));
+    sh(&format!("nft -c -f {}", s.f.main_config.display()));
+    assert!(temp_files(&s.f.addon_dir).is_empty(), "{what}");
+    value
+}
+
+/// A live switch from A to B interrupted at `step`, then a run that wants C, which the live set
+/// takes and the main config refuses.
+fn live_interrupted_then_refused(step: &'static str, signal: &'static str) {
+    in_netns(move || {
+        let s = live_setup();
+        let a = listen("127.0.0.1", PORT);
+        let b = listen("127.0.0.2", PORT);
+        let _c = listen("127.0.0.3", PORT);
+        assert_exit(&s.run(), 0);
+        assert_eq!(live_web(), "127.0.0.1");
+        drop(a);
+
+        s.interrupt_at(step, signal);
+        let out = s.run();
+        assert!(!s.trigger.exists(), "{step}: the interruption never fired");
+        // What the refused run must come back to: A, unless a stopped run finished B first.
+        let (after, applied) = match signal {
+            "KILL" => {
+                assert_eq!(out.status.signal(), Some(9), "{step}: {}", stderr(&out));
+                (format!("killed; kernel {}", live_web()), "127.0.0.1")
+            }
+            _ => {
+                // Stopped before the switch, switched and set back, or (a signal that came as
+                // the last step ended) finished: kernel, include and record agree on exit.
+                assert_exit(&out, 1);
+                let v = consistent(&s, &format!("{step} TERM"), &out);
+                let finished = stderr(&out).contains("when the work was done");
+                let want = if finished { "127.0.0.2" } else { "127.0.0.1" };
+                assert_eq!(v, want, "{step} TERM: {}", stderr(&out));
+                (
+                    format!("exit 1; kernel = include = record = {v}"),
+                    if finished { "127.0.0.2" } else { "127.0.0.1" },
+                )
+            }
+        };
+
+        drop(b);
+        let out = s.run();
+        assert_exit(&out, 1);
+        assert!(
+            stderr(&out).contains("check of the main config failed"),
+            "{step} {signal}: {}",
+            stderr(&out)
+        );
+        let v = consistent(&s, &format!("{step} {signal}, refused run"), &out);
+        assert_eq!(v, applied, "{step} {signal}: {}", stderr(&out));
+        println!(
+            "live fault {signal:<4} {step:<14}: after the interrupted run: {after}; after the refused run: exit 1, kernel = include = record = {v}"
+        );
+    });
+}
+
+#[test]
+fn live_switch_killed_at_every_step_converges_to_the_last_applied_include() {
+    for step in LIVE_STEPS {
+        live_interrupted_then_refused(step, "KILL");
+    }
+}
+
+#[test]
+fn live_switch_stopped_at_every_step_exits_with_kernel_include_and_record_agreeing() {
+    for step in LIVE_STEPS {
+        live_interrupted_then_refused(step, "TERM");
     }
 }

@@ -40,6 +40,11 @@ fn applied_live() -> (Fixture, Listener, Listener, Listener) {
 /// A main config with `flush ruleset`, the addons, and the admin's rules that use the live
 /// objects: chains in the tool's table (sets are per table), with counters.
 fn write_main(f: &Fixture) {
+    write_main_with(f, "");
+}
+
+/// `write_main` with more of the admin's config at its end.
+fn write_main_with(f: &Fixture, extra: &str) {
     fs::write(
         &f.main_config,
         format!(
@@ -61,7 +66,7 @@ table inet nftables_failover {{
 		ct state new meta mark 201 counter comment "mark_201"
 	}}
 }}
-"#,
+{extra}"#,
             addons = f.addon_dir.display()
         ),
     )
@@ -111,15 +116,33 @@ fn elements(object: &str) -> String {
         .join(" ")
 }
 
-/// The live calls this tool makes: `nft -j -f` of the staged file only (the batch, listings).
-fn only_live_calls(calls: &[String]) {
-    assert!(!calls.is_empty());
-    for c in calls {
-        assert!(
-            c.starts_with("-j -f ") && c.ends_with("/live.json"),
-            "a live run ran `nft {c}`: {calls:?}"
-        );
-    }
+/// The nft calls of a live update, by what they do: the batch checked, applied, read back.
+const TRANSACTION: [&str; 3] = ["check live", "apply live", "read live"];
+
+/// Names each nft call of a run, and fails on one that a live run never makes (a reload, or
+/// nft on anything but the staged files).
+fn live_calls(calls: &[String]) -> Vec<&'static str> {
+    calls
+        .iter()
+        .map(|c| {
+            let file = c.rsplit('/').next().unwrap_or("");
+            match (c.split(" /").next().unwrap_or(""), file) {
+                ("-c -j -f", "live.json") => "check live",
+                // The batch and the listing share the file; the listing follows the batch.
+                ("-j -f", "live.json") => "apply live",
+                ("-c -f", "nftables.conf") => "check main config",
+                _ => panic!("a live run ran `nft {c}`: {calls:?}"),
+            }
+        })
+        .scan(None, |prev: &mut Option<&str>, name| {
+            let name = match (*prev, name) {
+                (Some("apply live"), "apply live") => "read live",
+                _ => name,
+            };
+            *prev = Some(name);
+            Some(name)
+        })
+        .collect()
 }
 
 #[test]
@@ -152,7 +175,10 @@ fn live_failover_keeps_foreign_tables_where_a_reload_loses_them() {
         let log = stderr(&out);
         assert!(log.contains("web_v4: 127.0.0.1 -> 127.0.0.2"), "{log}");
         assert!(log.contains("updated live"), "{log}");
-        only_live_calls(&f.nft_calls()[calls..]);
+        // Checked, applied, read back, then the include checked with the whole config.
+        let mut expect = TRANSACTION.to_vec();
+        expect.push("check main config");
+        assert_eq!(live_calls(&f.nft_calls()[calls..]), expect);
         assert!(elements(&format!("set {TABLE} web_v4")).contains("127.0.0.2"));
         assert!(elements(&format!("map {TABLE} web_v4_map")).contains("8443 : 127.0.0.2"));
         assert_eq!(
@@ -282,7 +308,10 @@ fn owned_objects_flushed_by_hand_are_restored_by_the_next_run() {
         );
         assert!(log.contains("uplink_v4_map holds no element"), "{log}");
         assert!(log.contains("restored"), "{log}");
-        only_live_calls(&f.nft_calls()[calls..]);
+        // Read back (unchanged run), then the transaction; the include was already checked.
+        let mut expect = vec!["apply live"];
+        expect.extend(TRANSACTION);
+        assert_eq!(live_calls(&f.nft_calls()[calls..]), expect);
         assert!(elements(&format!("set {TABLE} web_v4")).contains("127.0.0.1"));
         assert!(elements(&format!("map {TABLE} uplink_v4_map")).contains("3129 : 0x000000c8"));
         assert_eq!(foreign_state(), foreign);
@@ -313,11 +342,14 @@ fn a_failed_live_update_changes_nothing_and_is_retried() {
              nft 'add map {TABLE} uplink_v4_map {{ type inet_service : ipv4_addr; }}'"
         ));
         drop(primary);
+        let calls = f.nft_calls().len();
         let out = f.run(&[]);
         assert_exit(&out, 1);
         let log = stderr(&out);
-        assert!(log.contains("live update failed"), "{log}");
+        assert!(log.contains("check of the live update failed"), "{log}");
         assert!(log.contains("keep their values"), "{log}");
+        // The check refused the batch, so it was never applied.
+        assert_eq!(live_calls(&f.nft_calls()[calls..]), ["check live"]);
         assert!(elements(&format!("set {TABLE} web_v4")).contains("127.0.0.1"));
         assert_eq!(f.output_text().unwrap(), include);
         assert_eq!(
@@ -340,14 +372,68 @@ fn a_failover_while_the_owned_table_is_gone_reloads_and_says_so() {
         let log = stderr(&out);
         assert!(log.contains("is not in the running ruleset"), "{log}");
         assert!(log.contains("nftables reloaded"), "{log}");
-        // The failed batch, then the reload's staged and main checks.
+        // The refused check of the batch, then the reload's staged and main checks.
         let new_calls = &f.nft_calls()[calls..];
-        assert!(new_calls[0].starts_with("-j -f "), "{new_calls:?}");
+        assert!(new_calls[0].starts_with("-c -j -f "), "{new_calls:?}");
         assert!(
             new_calls.iter().any(|c| c.starts_with("-c -f ")),
             "{new_calls:?}"
         );
         assert!(elements(&format!("set {TABLE} web_v4")).contains("127.0.0.2"));
         assert!(ruleset().contains("chain nat_out"), "{}", ruleset());
+    });
+}
+
+/// An interval set of the admin's that holds `$web_v4`: the whole config refuses 127.0.0.2
+/// ("conflicting intervals"), while the live objects would take it.
+const GUARD: &str = "table ip guard {
+	set backends {
+		type ipv4_addr
+		flags interval
+		elements = { 127.0.0.2/31, $web_v4 }
+	}
+}
+";
+
+#[test]
+fn a_live_value_the_whole_config_refuses_is_set_back_and_never_installed() {
+    in_netns(|| {
+        let primary = listen("127.0.0.1", PORT);
+        let _backup = listen("127.0.0.2", PORT);
+        let _up = listen("127.0.0.3", UPLINK_PORT);
+        let f = Fixture::new();
+        f.write_config(&config("live"));
+        write_main_with(&f, GUARD);
+        assert_exit(&f.run(&[]), 0);
+        assert!(ruleset().contains("table ip guard"), "{}", ruleset());
+        add_foreign();
+        let foreign = foreign_state();
+        let include = f.output_text().unwrap();
+        let record = fs::read(f.addon_dir.join(".failover.nft.applied")).unwrap();
+
+        drop(primary);
+        for _ in 0..2 {
+            let calls = f.nft_calls().len();
+            let out = f.run(&[]);
+            assert_exit(&out, 1);
+            let log = stderr(&out);
+            assert!(log.contains("conflicting intervals"), "{log}");
+            assert!(log.contains("set back to the values in effect"), "{log}");
+            // Switched, refused by the whole config, switched back; never a reload.
+            let mut expect = TRANSACTION.to_vec();
+            expect.push("check main config");
+            expect.extend(TRANSACTION);
+            assert_eq!(live_calls(&f.nft_calls()[calls..]), expect);
+            // The kernel runs what a boot would load, and that still loads.
+            assert!(elements(&format!("set {TABLE} web_v4")).contains("127.0.0.1"));
+            assert!(elements(&format!("map {TABLE} web_v4_map")).contains("8443 : 127.0.0.1"));
+            assert_eq!(f.output_text().unwrap(), include);
+            assert_eq!(
+                fs::read(f.addon_dir.join(".failover.nft.applied")).unwrap(),
+                record
+            );
+            sh(&format!("nft -c -f {}", f.main_config.display()));
+            assert_eq!(foreign_state(), foreign);
+        }
     });
 }

@@ -304,7 +304,7 @@ fn extra_sections(cmd: &Command) -> Roff {
         "Allows the service user exactly the commands it runs through sudo -n: \
          nft -c -f /run/nftables-failover/main.nft, nft -c -f /etc/nftables.conf, \
          systemctl reload nftables.service and, for live mode, \
-         nft -j -f /run/nftables-failover/live.json.",
+         nft -c -j -f and nft -j -f /run/nftables-failover/live.json.",
     );
     item(
         &mut r,

@@ -221,7 +221,7 @@ as_user "$W/nftables-failover" -v || { show; fail "the unchanged run failed"; }
 grep -q "unchanged" "$W/err" || { show; fail "second run did not report 'unchanged'"; }
 grep -q "sudo" "$W/err" && { show; fail "an unchanged run must not run sudo"; }
 
-step "live mode: a hand-flushed set is restored through sudo with the fixed live.json line"
+step "live mode: a hand-flushed set is restored through sudo with the fixed live.json lines"
 cp /etc/nftables.d/addons/failover.json "$W/failover.json.reload"
 sed -i 's/"timeout_ms": 1000}/"timeout_ms": 1000, "apply": "live"}/' /etc/nftables.d/addons/failover.json
 grep -q '"apply": "live"' /etc/nftables.d/addons/failover.json || fail "could not switch the config to live mode"
@@ -231,8 +231,9 @@ live_set=$("${T[@]}" nft list set inet nftables_failover endpoint_filer_v4)
 echo "$live_set" | grep -q "elements = { 127.0.0.2 }" || { show; fail "the reload did not load the live set: $live_set"; }
 "${T[@]}" nft flush set inet nftables_failover endpoint_filer_v4
 as_user "$W/nftables-failover" -v || { show; fail "the run that restores the live set failed"; }
-grep -q "running: .*sudo -n /usr/sbin/nft -j -f /run/nftables-failover/live.json" "$W/err" ||
-    { show; fail "no 'sudo -n /usr/sbin/nft -j -f /run/nftables-failover/live.json'"; }
+for line in "/usr/sbin/nft -c -j -f /run/nftables-failover/live.json" "/usr/sbin/nft -j -f /run/nftables-failover/live.json"; do
+    grep -q "running: .*sudo -n $line\$" "$W/err" || { show; fail "no 'sudo -n $line'"; }
+done
 grep -q "restored" "$W/err" || { show; fail "no 'restored' log line"; }
 grep -q "systemctl" "$W/err" && { show; fail "restoring a live set must not reload"; }
 live_set=$("${T[@]}" nft list set inet nftables_failover endpoint_filer_v4)
@@ -265,7 +266,8 @@ refused /usr/sbin/nft -f /etc/nftables.conf
 refused /usr/sbin/nft -j -f /etc/nftables.conf
 refused /usr/sbin/nft -j -f /run/nftables-failover/main.nft
 refused /usr/sbin/nft -j -f /run/nftables-failover/live.json -f /etc/shadow
-refused /usr/sbin/nft -c -j -f /run/nftables-failover/live.json
+refused /usr/sbin/nft -c -j -f /run/nftables-failover/main.nft
+refused /usr/sbin/nft -j -c -f /run/nftables-failover/live.json
 refused /usr/bin/systemctl restart nftables.service
 refused /bin/sh -c id
 

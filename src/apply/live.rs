@@ -4,8 +4,9 @@
 //!
 //! The same objects are declared in the include (filled from its defines), so a boot or a full
 //! reload loads exactly what a live update left behind. The batch is built from the `nftables`
-//! crate's typed schema and applied with `nft -j -f`; a `list table` request staged in the same
-//! fixed file reads the objects back, so sudoers allows one fixed command line.
+//! crate's typed schema, checked with `nft -c -j -f` and applied with `nft -j -f`; a `list table`
+//! request staged in the same fixed file reads the objects back, so sudoers allows two fixed
+//! command lines.
 
 use crate::command::Runner;
 use crate::config::{ApplyMode, Config, Family, Value};
@@ -24,6 +25,7 @@ use std::ffi::OsString;
 use std::fmt::Write;
 use std::net::IpAddr;
 use std::path::Path;
+use std::time::{Duration, Instant};
 
 /// The table that holds every object this tool updates live. Other tables cannot reference
 /// its sets (nft sets are per table), so rules that use them are chains in this table.
@@ -315,14 +317,15 @@ pub fn differences(expected: &Live, live: &Live) -> Vec<String> {
         .collect()
 }
 
-/// The one nft command line of live mode, always in this form so sudoers can allow it exactly.
-fn nft_argv(nft: &Path, file: &Path) -> Vec<OsString> {
-    vec![
-        nft.as_os_str().to_owned(),
-        "-j".into(),
-        "-f".into(),
-        file.as_os_str().to_owned(),
-    ]
+/// The nft command lines of live mode, always in these forms so sudoers can allow them exactly:
+/// `nft -c -j -f FILE` (check) and `nft -j -f FILE` (apply, or list).
+fn nft_argv(nft: &Path, file: &Path, check: bool) -> Vec<OsString> {
+    let mut argv = vec![nft.as_os_str().to_owned()];
+    if check {
+        argv.push("-c".into());
+    }
+    argv.extend(["-j".into(), "-f".into(), file.as_os_str().to_owned()]);
+    argv
 }
 
 /// nft's answer when a command names a table (or set) that does not exist.
@@ -340,7 +343,7 @@ fn stage(file: &Path, doc: &Nftables) -> Result<()> {
 /// ran, or the main config does not load the include).
 pub fn read(runner: &Runner, nft: &Path, file: &Path) -> Result<Option<Live>> {
     stage(file, &list_request())?;
-    match runner.output("listing of the live objects", &nft_argv(nft, file)) {
+    match runner.output("listing of the live objects", &nft_argv(nft, file, false)) {
         Ok(out) => parse_listing(&out).map(Some),
         Err(e) if is_missing(&e) => Ok(None),
         Err(e) => Err(e.into()),
@@ -351,26 +354,72 @@ pub fn read(runner: &Runner, nft: &Path, file: &Path) -> Result<Option<Live>> {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Outcome {
     /// The kernel holds the rendered elements (read back).
-    Applied,
+    Applied(Steps),
     /// The table is not in the running ruleset; nothing was changed.
     TableMissing,
 }
 
-/// Applies the transaction, then reads the objects back to confirm the kernel holds what was
-/// rendered. A failed apply changes nothing: nft applies a batch atomically or not at all, and
-/// nft checks the whole batch before committing any of it. (A separate `nft -c` first would
-/// only double the cost: every transaction, even one that is only checked and aborted, waits
-/// for an RCU grace period in the kernel, about 10 ms here.)
+/// How long each step of a live update took, for the log and the benchmark.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Steps {
+    pub check: Duration,
+    pub transaction: Duration,
+    pub read_back: Duration,
+}
+
+impl Steps {
+    pub fn total(&self) -> Duration {
+        self.check + self.transaction + self.read_back
+    }
+}
+
+impl std::fmt::Display for Steps {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let ms = |d: Duration| d.as_secs_f64() * 1e3;
+        write!(
+            f,
+            "{:.1} ms (check {:.1}, transaction {:.1}, read-back {:.1})",
+            ms(self.total()),
+            ms(self.check),
+            ms(self.transaction),
+            ms(self.read_back)
+        )
+    }
+}
+
+/// Checks the transaction with `nft -c` (the kernel validates it and aborts it), applies it,
+/// then reads the objects back to confirm the kernel holds what was rendered. A refused check
+/// or a failed apply changes nothing: nft applies a batch atomically or not at all. Once the
+/// check has passed, a stop signal no longer cuts the steps short (see `Runner`), so the run
+/// never exits not knowing whether the kernel switched.
 pub fn transact(runner: &Runner, nft: &Path, file: &Path, objects: &[Object]) -> Result<Outcome> {
     let want = expected(objects)?;
     stage(file, &batch(objects)?)?;
-    match runner.run("live update", &nft_argv(nft, file)) {
-        Ok(()) => {}
-        Err(e) if is_missing(&e) => return Ok(Outcome::TableMissing),
-        Err(e) => return Err(e.into()),
-    }
-    let Some(live) = read(runner, nft, file)? else {
+    let committing = runner.uninterruptible();
+    // `None`: the table is missing.
+    let step = |what: &str, check: bool| -> Result<Option<Duration>> {
+        let started = Instant::now();
+        let runner = if check { runner } else { &committing };
+        match runner.run(what, &nft_argv(nft, file, check)) {
+            Ok(()) => Ok(Some(started.elapsed())),
+            Err(e) if is_missing(&e) => Ok(None),
+            Err(e) => Err(e.into()),
+        }
+    };
+    let Some(check) = step("check of the live update", true)? else {
+        return Ok(Outcome::TableMissing);
+    };
+    let Some(transaction) = step("live update", false)? else {
+        return Ok(Outcome::TableMissing);
+    };
+    let started = Instant::now();
+    let Some(live) = read(&committing, nft, file)? else {
         bail!("table inet {TABLE} vanished right after the live update");
+    };
+    let steps = Steps {
+        check,
+        transaction,
+        read_back: started.elapsed(),
     };
     let diff = differences(&want, &live);
     if !diff.is_empty() {
@@ -379,7 +428,28 @@ pub fn transact(runner: &Runner, nft: &Path, file: &Path, objects: &[Object]) ->
             diff.join("; ")
         );
     }
-    Ok(Outcome::Applied)
+    Ok(Outcome::Applied(steps))
+}
+
+/// `objects` with the values an include (the one in effect) gives their defines; `None` if it
+/// lacks one of them.
+pub fn with_values_of(objects: &[Object], include: &[u8]) -> Option<Vec<Object>> {
+    let text = std::str::from_utf8(include).ok()?;
+    let value = |define: &str| {
+        text.lines().find_map(|l| {
+            let (name, value) = l.strip_prefix("define ")?.split_once(" = ")?;
+            (name == define).then(|| value.trim().to_string())
+        })
+    };
+    objects
+        .iter()
+        .map(|o| {
+            Some(Object {
+                value: value(&o.define)?,
+                ..o.clone()
+            })
+        })
+        .collect()
 }
 
 #[cfg(test)]
@@ -459,6 +529,19 @@ mod tests {
         assert!(only_values_changed(old, live, &objs));
         assert!(!only_values_changed(old, reload, &objs));
         assert!(!only_values_changed(old, live, &[]));
+    }
+
+    #[test]
+    fn values_in_effect_come_from_the_include_defines() {
+        let objs = [
+            obj("web_v4", Kind::Ipv4, "192.0.2.11"),
+            obj("up_v4", Kind::Mark, "201"),
+        ];
+        let old = b"define web_v4 = 192.0.2.10\ndefine up_v4 = 200\ndefine web_v6 = 2001:db8::1\n";
+        let back = with_values_of(&objs, old).unwrap();
+        assert_eq!(back[0], obj("web_v4", Kind::Ipv4, "192.0.2.10"));
+        assert_eq!(back[1], obj("up_v4", Kind::Mark, "200"));
+        assert!(with_values_of(&objs, b"define web_v4 = 192.0.2.10\n").is_none());
     }
 
     #[test]

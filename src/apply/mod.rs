@@ -131,6 +131,28 @@ pub fn apply(
     let started = Instant::now();
     gate(new_text)?;
     check_staged(plan, runner, new_text)?;
+    let rollback = install(plan, new_text, on_disk, record)?;
+    let installed = nft_check(plan, runner, &plan.main_config, "check of the main config")
+        .and_then(|()| runner.run("reload", &plan.reload).map_err(Into::into));
+    if let Err(e) = installed {
+        return Err(restore_after(plan, &rollback, e));
+    }
+    record_applied(&plan.output, new_text);
+    crate::log::debug(&format!(
+        "apply took {:.1} ms",
+        started.elapsed().as_secs_f64() * 1e3
+    ));
+    Ok(())
+}
+
+/// Replaces the include with `new_text`, first recording what is in effect if no record says
+/// so yet; returns what a failure must restore.
+fn install(
+    plan: &Plan,
+    new_text: &str,
+    on_disk: Option<&[u8]>,
+    record: Option<InEffect>,
+) -> Result<InEffect> {
     let rollback = match record {
         Some(r) => r,
         None => {
@@ -141,28 +163,22 @@ pub fn apply(
     };
     replace_file(&plan.output, new_text.as_bytes())
         .with_context(|| format!("cannot write {}", plan.output.display()))?;
+    Ok(rollback)
+}
 
-    let installed = nft_check(plan, runner, &plan.main_config, "check of the main config")
-        .and_then(|()| runner.run("reload", &plan.reload).map_err(Into::into));
-    if let Err(e) = installed {
-        return Err(match restore(&plan.output, rollback.bytes()) {
-            Ok(()) => e.context(format!(
-                "restored the last applied {}; the firewall keeps its running rules and the next run retries",
-                plan.output.display()
-            )),
-            Err(r) => e.context(format!(
-                "AND restoring the last applied {} failed: {r:#}; copy {} over it by hand before reloading nftables",
-                plan.output.display(),
-                record_path(&plan.output).display()
-            )),
-        });
+/// Puts the last applied include back after `e` failed a step that followed `install`.
+fn restore_after(plan: &Plan, rollback: &InEffect, e: anyhow::Error) -> anyhow::Error {
+    match restore(&plan.output, rollback.bytes()) {
+        Ok(()) => e.context(format!(
+            "restored the last applied {}; the firewall keeps its running rules and the next run retries",
+            plan.output.display()
+        )),
+        Err(r) => e.context(format!(
+            "AND restoring the last applied {} failed: {r:#}; copy {} over it by hand before reloading nftables",
+            plan.output.display(),
+            record_path(&plan.output).display()
+        )),
     }
-    record_applied(&plan.output, new_text);
-    crate::log::debug(&format!(
-        "apply took {:.1} ms",
-        started.elapsed().as_secs_f64() * 1e3
-    ));
-    Ok(())
 }
 
 /// How an applied change reached the kernel.
@@ -188,33 +204,69 @@ pub fn apply_change(
     if !live_only {
         return apply(plan, runner, new_text, on_disk, record).map(|()| Applied::Reloaded);
     }
-    let started = Instant::now();
+    let old = old
+        .expect("live_only implies an include in effect")
+        .to_vec();
     gate(new_text)?;
     let (dir, _temp) = staging_dir(plan)?;
     let file = dir.join(live::LIVE_FILE);
     let outcome = live::transact(runner, &plan.nft, &file, objects)
         .context("the live objects keep their values; the next run retries")?;
-    if outcome == live::Outcome::TableMissing {
+    let live::Outcome::Applied(steps) = outcome else {
         crate::log::warn(&format!(
             "table inet {} is not in the running ruleset (flushed?); reloading nftables to recreate it",
             live::TABLE
         ));
         return apply(plan, runner, new_text, on_disk, record).map(|()| Applied::Reloaded);
+    };
+    // The kernel switched. A boot or a reload must load the same values, so the include is
+    // installed only if the main config accepts it, as in reload mode, and otherwise the kernel
+    // goes back to the values in effect. This check comes after the switch so that a failover
+    // does not wait for nft to parse the whole ruleset.
+    let started = Instant::now();
+    let installed = install(plan, new_text, on_disk, record).and_then(|rollback| {
+        nft_check(plan, runner, &plan.main_config, "check of the main config")
+            .map_err(|e| restore_after(plan, &rollback, e))
+    });
+    if let Err(e) = installed {
+        return Err(set_back(plan, runner, &file, objects, &old, e));
     }
-    // The kernel holds the new values: the include follows, so a boot or reload loads them too.
-    replace_file(&plan.output, new_text.as_bytes()).with_context(|| {
-        format!(
-            "the live update went through, but {} could not be written; a reload before the \
-             next run succeeds would load the previous values",
-            plan.output.display()
-        )
-    })?;
     record_applied(&plan.output, new_text);
     crate::log::debug(&format!(
-        "live update took {:.1} ms",
+        "live update took {steps}; check of the main config with the new include {:.1} ms",
         started.elapsed().as_secs_f64() * 1e3
     ));
     Ok(Applied::Live)
+}
+
+/// After the new include could not be installed (the main config refuses it, or it could not
+/// be written): puts the values in effect back into the live objects, so the kernel runs what
+/// a boot would load.
+fn set_back(
+    plan: &Plan,
+    runner: &Runner,
+    file: &Path,
+    objects: &[live::Object],
+    in_effect: &[u8],
+    failed: anyhow::Error,
+) -> anyhow::Error {
+    let back = live::with_values_of(objects, in_effect)
+        .ok_or_else(|| anyhow::anyhow!("the include in effect lacks a live define"))
+        .and_then(|back| live::transact(&runner.uninterruptible(), &plan.nft, file, &back));
+    match back {
+        Ok(live::Outcome::Applied(_)) => failed.context(
+            "the new include was not installed, so the live objects were set back to the values \
+             in effect",
+        ),
+        Ok(live::Outcome::TableMissing) => failed.context(
+            "the new include was not installed, and the live table vanished before its values \
+             could be set back; the next run reloads nftables",
+        ),
+        Err(e) => failed.context(format!(
+            "the new include was not installed, AND setting the live objects back failed: {e:#}; \
+             the kernel holds the new values until the next run retries"
+        )),
+    }
 }
 
 /// For a run whose include is unchanged: puts back live objects that differ from it (elements
@@ -256,7 +308,10 @@ pub fn keep_live(plan: &Plan, runner: &Runner, text: &str, objects: &[live::Obje
     ));
     // The table was there a moment ago; if it vanished since, the next run reloads.
     if live::transact(runner, &plan.nft, &file, objects)? == live::Outcome::TableMissing {
-        bail!("table inet {} vanished while restoring it", live::TABLE);
+        bail!(
+            "table inet {} vanished while restoring it; the next run reloads nftables",
+            live::TABLE
+        );
     }
     crate::log::info(&format!("table inet {}: restored", live::TABLE));
     Ok(())
