@@ -107,6 +107,18 @@ impl Setup {
         fs::write(&self.trigger, format!("{step} {signal}\n")).unwrap();
     }
 
+    /// A run whose new value (C) the main config refuses.
+    fn refused_run(&self, what: &str) -> Output {
+        let out = self.run();
+        assert_exit(&out, 1);
+        assert!(
+            stderr(&out).contains("check of the main config failed"),
+            "{what}: {}",
+            stderr(&out)
+        );
+        out
+    }
+
     fn record(&self) -> Option<Vec<u8>> {
         fs::read(self.f.addon_dir.join(".failover.nft.applied")).ok()
     }
@@ -177,13 +189,7 @@ fn interrupted_then_failing(step: &'static str, signal: &'static str, first_appl
         };
 
         drop(b);
-        let out = s.run();
-        assert_exit(&out, 1);
-        assert!(
-            stderr(&out).contains("check of the main config failed"),
-            "{step} {signal}: {}",
-            stderr(&out)
-        );
+        let out = s.refused_run(&format!("{step} {signal}"));
         assert_eq!(
             fs::read(&s.f.output).unwrap(),
             applied,
@@ -313,13 +319,7 @@ fn live_interrupted_then_refused(step: &'static str, signal: &'static str) {
         };
 
         drop(b);
-        let out = s.run();
-        assert_exit(&out, 1);
-        assert!(
-            stderr(&out).contains("check of the main config failed"),
-            "{step} {signal}: {}",
-            stderr(&out)
-        );
+        let out = s.refused_run(&format!("{step} {signal}"));
         let v = consistent(&s, &format!("{step} {signal}, refused run"), &out);
         assert_eq!(v, applied, "{step} {signal}: {}", stderr(&out));
         println!(

@@ -27,12 +27,17 @@ fn config(apply: &str) -> String {
 /// A live-mode fixture after its first apply, with web's two candidates and the first uplink
 /// answering.
 fn applied_live() -> (Fixture, Listener, Listener, Listener) {
+    applied_live_with("")
+}
+
+/// `applied_live` with more of the admin's config at the end of the main config.
+fn applied_live_with(extra: &str) -> (Fixture, Listener, Listener, Listener) {
     let primary = listen("127.0.0.1", PORT);
     let backup = listen("127.0.0.2", PORT);
     let up = listen("127.0.0.3", UPLINK_PORT);
     let f = Fixture::new();
     f.write_config(&config("live"));
-    write_main(&f);
+    write_main_with(&f, extra);
     assert_exit(&f.run(&[]), 0);
     (f, primary, backup, up)
 }
@@ -398,13 +403,7 @@ const GUARD: &str = "table ip guard {
 #[test]
 fn a_live_value_the_whole_config_refuses_is_set_back_and_never_installed() {
     in_netns(|| {
-        let primary = listen("127.0.0.1", PORT);
-        let _backup = listen("127.0.0.2", PORT);
-        let _up = listen("127.0.0.3", UPLINK_PORT);
-        let f = Fixture::new();
-        f.write_config(&config("live"));
-        write_main_with(&f, GUARD);
-        assert_exit(&f.run(&[]), 0);
+        let (f, primary, _backup, _up) = applied_live_with(GUARD);
         assert!(ruleset().contains("table ip guard"), "{}", ruleset());
         add_foreign();
         let foreign = foreign_state();
