@@ -8,7 +8,7 @@
 
 use crate::config::check::{Cleanup, mark_of};
 use crate::config::{Family, Variable, parse_value};
-use crate::select::Choice;
+use crate::model::Choice;
 use std::net::IpAddr;
 use std::process::Command;
 

@@ -1,12 +1,11 @@
 //! One evaluation of the config, shared by the timer run and `status`: check (or not), count
 //! the results into the previous state, pick, render; plus the words that explain a pick.
 
-use crate::config::{AllDown, Config, Family};
-use crate::policy::Reason;
-use crate::select::{self, Choice, Health, Inputs, Results};
-use crate::state::State;
-use crate::{probe, render};
-use std::time::{Duration, SystemTime};
+use crate::config::{Config, Family};
+use crate::model::{self, Choice, Health, Results, State};
+use crate::select::{self, Inputs};
+use crate::{clock, probe, render};
+use std::time::Duration;
 
 /// What one evaluation of the config produced: this run's choices and the state to keep.
 pub struct Evaluation {
@@ -26,7 +25,7 @@ pub fn evaluate(
     probe: bool,
     timeout: Option<Duration>,
 ) -> std::io::Result<Evaluation> {
-    let now = unix_now();
+    let now = clock::unix_now();
     let text = in_effect.map(String::from_utf8_lossy).unwrap_or_default();
     let inputs = Inputs::new(config, previous, &render::parse_defines(&text));
     let results = if probe {
@@ -34,7 +33,7 @@ pub fn evaluate(
             inputs.decided(config, v, f, o, now)
         })?
     } else {
-        select::empty_results(config)
+        model::empty_results(config)
     };
     let (choices, state) = select::decide(config, &results, &inputs, now);
     let text = render::include(config, &choices);
@@ -44,12 +43,6 @@ pub fn evaluate(
         state,
         text,
     })
-}
-
-pub fn unix_now() -> u64 {
-    SystemTime::now()
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
 }
 
 fn check(
@@ -63,54 +56,4 @@ fn check(
         .enable_all()
         .build()?;
     runtime.block_on(probe::check_all(config, timeout, in_flight, decided))
-}
-
-/// The address and port of a candidate, as it appears in log lines.
-pub fn candidate(config: &Config, choice: &Choice, index: usize) -> String {
-    let var = &config.variables[choice.variable];
-    let ip = var.addrs(choice.family)[index];
-    // With a check the port is not the candidate's: its targets are named in the result.
-    let mut text = match var.uplink.checks {
-        Some(_) => ip.to_string(),
-        None => std::net::SocketAddr::new(ip, var.port).to_string(),
-    };
-    if let Some(path) = var.uplink.paths.as_ref().map(|p| &p[index])
-        && !path.is_empty()
-    {
-        text.push_str(&format!(" [{path}]"));
-    }
-    text
-}
-
-/// Why a choice was made, in words: "preferred candidate 10.0.0.1:443 down 3/3", …
-pub fn reason_text(config: &Config, c: &Choice) -> String {
-    let var = &config.variables[c.variable];
-    let addr = |i: usize| candidate(config, c, i);
-    let Some(reason) = &c.reason else {
-        return "no addresses configured".into();
-    };
-    match reason {
-        Reason::Preferred => "preferred candidate up".into(),
-        Reason::FailedOver => {
-            let fall = var.policy.fall;
-            format!("preferred candidate {} down {fall}/{fall}", addr(0))
-        }
-        Reason::PreemptOff { better } => format!(
-            "preempt off: staying here although {} is up again",
-            addr(*better)
-        ),
-        Reason::PreemptDelay { better, left_s } => format!(
-            "preempt delay: {} is up again, {left_s} s left",
-            addr(*better)
-        ),
-        Reason::AllDown(AllDown::First) => {
-            format!("all down: using the first candidate ({})", c.rendered)
-        }
-        Reason::AllDown(AllDown::Keep) => {
-            format!("all down: keeping what is in effect ({})", c.rendered)
-        }
-        Reason::AllDown(AllDown::Fallback) => {
-            format!("all down: rendering the fallback ({})", c.rendered)
-        }
-    }
 }

@@ -6,6 +6,7 @@
 //! group-writable), so nothing may block, read without bound or act through a link that the
 //! caller did not ask to follow.
 
+use crate::config::{self, Config, ConfigError};
 use anyhow::{Context, Result, bail};
 use std::fmt;
 use std::fs::{self, File, FileType, OpenOptions};
@@ -343,6 +344,23 @@ fn open_lock(path: &Path) -> Result<File> {
             .with_context(|| format!("cannot set mode 0660 on lock file {}", path.display()))?;
     }
     Ok(file)
+}
+
+/// The most the config may have: 10,000 candidates take well under 1 MiB.
+const CONFIG_CAP: u64 = READ_CAP;
+
+/// Reads and validates the config. A symlink is followed (an admin may keep the config
+/// elsewhere); a FIFO, a device or a file over `CONFIG_CAP` is refused without blocking.
+pub fn load_config(path: &Path) -> Result<Config, ConfigError> {
+    let refused = |why: String| ConfigError::Read(path.to_path_buf(), why);
+    let bytes = match read_regular(path, CONFIG_CAP, true) {
+        Ok(Some(b)) => b,
+        Ok(None) => return Err(refused("it does not exist".into())),
+        Err(e) => return Err(refused(e.reason)),
+    };
+    let text =
+        String::from_utf8(bytes).map_err(|e| refused(format!("it is not UTF-8 text ({e})")))?;
+    config::parse(&text, path)
 }
 
 #[cfg(test)]

@@ -1,19 +1,31 @@
 //! nftables-failover: keeps nftables `define`s pointed at the first healthy candidate.
 //!
-//! Pure logic — [`config`], [`policy`], [`select`], [`render`] — is kept apart from effects —
-//! [`probe`] (network), [`files`], [`apply`] and [`state`] (files), [`command`] (nft, sudo,
-//! reload). [`evaluate`] is the check-count-pick-render step shared by [`run`] (the timer's
-//! one-shot) and [`status`].
+//! The modules stand on floors, and imports only point down (`tests/layers.rs` checks it):
+//!
+//! ```text
+//! entry points      run (the timer's one-shot), status                 ← cli (the command line)
+//! check and decide  evaluate: probe → select → render, for a run and for status
+//! features          probe, apply, state, conntrack, publish   (effects; none uses another)
+//! primitives        files, command, signals, log, clock       (effects)
+//! pure logic        policy, select, render, describe
+//! ground floor      model (results, choices, state records), config, jsonc, text
+//! ```
+//!
+//! Pure floors do no I/O and take the time as a parameter; everything that touches the network,
+//! files, processes or the clock sits above them. docs/architecture.md walks through one run.
 
 pub mod apply;
 pub mod cli;
+pub mod clock;
 pub mod command;
 pub mod config;
 pub mod conntrack;
+pub mod describe;
 pub mod evaluate;
 pub mod files;
 pub mod jsonc;
 pub mod log;
+pub mod model;
 pub mod policy;
 pub mod probe;
 pub mod publish;
@@ -23,3 +35,4 @@ pub mod select;
 pub mod signals;
 pub mod state;
 pub mod status;
+pub mod text;

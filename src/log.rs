@@ -2,7 +2,7 @@
 //! priority prefixes, which journald turns into real priorities; on a terminal they read
 //! `warning: …` like other command-line tools.
 
-use std::borrow::Cow;
+use crate::text::escape;
 use std::fmt::Write;
 use std::sync::atomic::{AtomicU8, Ordering};
 
@@ -79,48 +79,9 @@ pub fn debug(msg: &str) {
     log(Level::Debug, msg)
 }
 
-/// `text` with every control character written as an escape (`\n`, `\r`, `\t`, `\x1b`), for
-/// names and values from files that a message echoes: they cannot start a new line or drive
-/// the terminal.
-pub fn escape_controls(text: &str) -> Cow<'_, str> {
-    escape(text, false)
-}
-
-fn escape(text: &str, keep_tab: bool) -> Cow<'_, str> {
-    let escaped = |c: char| c.is_control() && !(keep_tab && c == '\t');
-    if !text.chars().any(escaped) {
-        return Cow::Borrowed(text);
-    }
-    let mut out = String::with_capacity(text.len() + 8);
-    for c in text.chars() {
-        match c {
-            _ if !escaped(c) => out.push(c),
-            '\n' => out.push_str("\\n"),
-            '\r' => out.push_str("\\r"),
-            '\t' => out.push_str("\\t"),
-            c if c.is_ascii() => {
-                let _ = write!(out, "\\x{:02x}", c as u32);
-            }
-            c => {
-                let _ = write!(out, "\\u{{{:x}}}", c as u32);
-            }
-        }
-    }
-    Cow::Owned(out)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn control_characters_are_escaped() {
-        assert!(matches!(escape_controls("plain"), Cow::Borrowed("plain")));
-        assert_eq!(
-            escape_controls("a\nb\rc\td\x1b[2Je\u{7f}f\u{85}"),
-            r"a\nb\rc\td\x1b[2Je\x7ff\u{85}"
-        );
-    }
 
     #[test]
     fn log_lines_keep_newlines_and_tabs_and_escape_the_rest() {

@@ -6,18 +6,7 @@
 //! down resets to fully up, a failure while going up resets to fully down.
 
 use crate::config::{AllDown, Policy};
-use serde::{Deserialize, Serialize};
-
-/// A candidate's counted health.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Counted {
-    /// Whether the candidate counts as up.
-    pub up: bool,
-    /// Consecutive checks that contradict `up` so far (toward `fall` if up, `rise` if down).
-    pub streak: u32,
-    /// Unix time when `up` last changed (or the candidate was first checked).
-    pub since: u64,
-}
+use crate::model::{Counted, Reason};
 
 /// Counts one check result. `None` (not checked this run) changes nothing; a candidate with
 /// no history is decided by its first check.
@@ -50,21 +39,6 @@ pub fn observe(
     } else {
         Counted { streak, ..prev }
     })
-}
-
-/// Why a candidate (or literal) was picked.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Reason {
-    /// The first candidate counts as up.
-    Preferred,
-    /// Earlier candidates count as down; this is the first one that counts as up.
-    FailedOver,
-    /// A better candidate is up again, but `preempt` is off.
-    PreemptOff { better: usize },
-    /// A better candidate is up again, but not yet for `preempt_delay_s`.
-    PreemptDelay { better: usize, left_s: u64 },
-    /// No candidate counts as up; `all_down` decides.
-    AllDown(AllDown),
 }
 
 /// What to render: a candidate by index, the current choice again (`all_down: keep`), or the

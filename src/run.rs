@@ -3,12 +3,13 @@
 use crate::apply::{self, Plan};
 use crate::cli::Cli;
 use crate::command::{self, Runner};
-use crate::config::{self, Config};
+use crate::config::Config;
 use crate::conntrack;
-use crate::evaluate::{self, Evaluation, candidate, evaluate};
-use crate::select::{Choice, Results};
-use crate::state::{self, State};
-use crate::{files, log, publish, signals};
+use crate::describe::{candidate, reason_text};
+use crate::evaluate::{Evaluation, evaluate};
+use crate::model::{ApplyOutcome, Choice, Results, State};
+use crate::state;
+use crate::{clock, files, log, publish, signals};
 use std::time::{Duration, Instant};
 
 /// Exit codes: the contract with systemd and admins' scripts.
@@ -43,7 +44,7 @@ pub fn run(cli: &Cli) -> u8 {
 
 fn run_once(cli: &Cli) -> u8 {
     let started = Instant::now();
-    let config = match config::load(&cli.config) {
+    let config = match files::load_config(&cli.config) {
         Ok(c) => c,
         Err(e) => {
             log::error(&format!(
@@ -126,7 +127,7 @@ fn run_once(cli: &Cli) -> u8 {
         reload,
     };
     // Variables in live mode (README, "Live mode"); empty unless the config opts in.
-    let live = apply::live::objects(&config, &eval.choices);
+    let live = crate::render::live::objects(&config, &eval.choices);
     let code = match need {
         apply::Need::Nothing | apply::Need::Record => {
             log::info(&format!("{}: unchanged", cli.output.display()));
@@ -161,8 +162,8 @@ fn run_once(cli: &Cli) -> u8 {
                 record,
                 &live,
             );
-            new_state.last_apply = Some(state::ApplyOutcome {
-                at: evaluate::unix_now(),
+            new_state.last_apply = Some(ApplyOutcome {
+                at: clock::unix_now(),
                 ok: result.is_ok(),
                 error: result.as_ref().err().map(|e| format!("{e:#}")),
             });
@@ -174,7 +175,7 @@ fn run_once(cli: &Cli) -> u8 {
                         match how {
                             apply::Applied::Reloaded => "nftables reloaded".to_string(),
                             apply::Applied::Live =>
-                                format!("table inet {} updated live", apply::live::TABLE),
+                                format!("table inet {} updated live", crate::render::live::TABLE),
                         },
                         started.elapsed().as_secs_f64() * 1e3
                     ));
@@ -263,7 +264,7 @@ fn log_results(config: &Config, eval: &Evaluation) {
             }
         }
         if c.all_down() {
-            log::warn(&format!("{define}: {}", evaluate::reason_text(config, c)));
+            log::warn(&format!("{define}: {}", reason_text(config, c)));
         }
     }
 }
@@ -328,7 +329,7 @@ fn log_changes(config: &Config, results: &Results, choices: &[Choice]) {
         let why = match (&c.reason, down.is_empty()) {
             (None, _) => "no addresses configured".to_string(),
             (_, false) => down.join(", "),
-            (Some(_), true) => evaluate::reason_text(config, c),
+            (Some(_), true) => reason_text(config, c),
         };
         log::info(&format!("{define}: {before} -> {} ({why})", c.rendered));
     }

@@ -2,83 +2,12 @@
 //! Pure: no I/O, and the time comes in as a parameter.
 
 use crate::config::{Config, Family, Variable};
-use crate::policy::{self, Pick, Reason, Seen};
-use crate::state::{self, CandidateState, FamilyState, LastCheck, State, VariableState};
+use crate::model::{
+    self, CandidateState, Choice, FamilyState, Health, LastCheck, Results, State, VariableState,
+};
+use crate::policy::{self, Pick, Seen};
 use std::collections::HashMap;
-use std::fmt;
 use std::net::IpAddr;
-use std::time::Duration;
-
-/// The result of checking one candidate.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Health {
-    Up { latency: Duration },
-    Down(DownReason),
-}
-
-#[derive(Debug, Clone, PartialEq)]
-pub enum DownReason {
-    Refused,
-    Timeout(Duration),
-    Error(String),
-}
-
-impl Health {
-    pub fn is_up(&self) -> bool {
-        matches!(self, Health::Up { .. })
-    }
-}
-
-impl fmt::Display for Health {
-    fn fmt(&self, f: &mut fmt::Formatter) -> fmt::Result {
-        match self {
-            Health::Up { latency } => write!(f, "up in {:.1} ms", latency.as_secs_f64() * 1e3),
-            Health::Down(DownReason::Refused) => f.write_str("connection refused"),
-            Health::Down(DownReason::Timeout(t)) => {
-                write!(f, "no answer within {} ms", t.as_millis())
-            }
-            Health::Down(DownReason::Error(e)) => f.write_str(e),
-        }
-    }
-}
-
-/// Check results for one variable and family, index-aligned with its address list;
-/// `None` means the candidate was not checked (its variable was decided without it).
-pub type Outcomes = Vec<Option<Health>>;
-
-/// Check results for a whole config: `[variable][family]`.
-pub type Results = Vec<[Outcomes; 2]>;
-
-pub fn empty_results(config: &Config) -> Results {
-    config
-        .variables
-        .iter()
-        .map(|v| Family::ALL.map(|f| vec![None; v.addrs(f).len()]))
-        .collect()
-}
-
-/// What was picked for one variable and family.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Choice {
-    pub variable: usize,
-    pub family: Family,
-    /// Index of the rendered candidate; `None` for a kept or fallback literal or no addresses.
-    pub index: Option<usize>,
-    /// Why; `None` if the family has no addresses.
-    pub reason: Option<Reason>,
-    /// The literal rendered after `define NAME_vX =`.
-    pub rendered: String,
-    /// The define's value in the include in effect now, and which candidate that is.
-    pub effective: Option<String>,
-    pub effective_index: Option<usize>,
-}
-
-impl Choice {
-    /// No candidate counts as up.
-    pub fn all_down(&self) -> bool {
-        matches!(self.reason, Some(Reason::AllDown(_)))
-    }
-}
 
 /// Everything a decision depends on besides this run's results: per variable and family the
 /// counters carried over and the candidate in effect. Built once per run, used both to tell
@@ -225,7 +154,7 @@ pub fn decide(
 ) -> (Vec<Choice>, State) {
     let mut choices = Vec::with_capacity(config.variables.len() * 2);
     let mut state = State {
-        version: state::VERSION,
+        version: model::VERSION,
         ..State::default()
     };
     for (vi, var) in config.variables.iter().enumerate() {
@@ -355,7 +284,9 @@ fn last_check(health: &Health, at: u64) -> LastCheck {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::model::{DownReason, Outcomes};
     use std::path::Path;
+    use std::time::Duration;
 
     fn up() -> Option<Health> {
         Some(Health::Up {

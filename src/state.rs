@@ -5,83 +5,8 @@
 //! logged and treated as no history. So is one that cannot be saved: counters that never move
 //! would freeze failover, so a run that cannot save decides from its own checks alone.
 
-use crate::policy::Counted;
-use serde::{Deserialize, Serialize};
-use std::collections::BTreeMap;
-use std::net::IpAddr;
+use crate::model::{State, VERSION};
 use std::path::Path;
-
-pub const VERSION: u32 = 1;
-
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-pub struct State {
-    pub version: u32,
-    /// The last run that had something to apply, and how it went.
-    #[serde(default)]
-    pub last_apply: Option<ApplyOutcome>,
-    #[serde(default)]
-    pub variables: BTreeMap<String, VariableState>,
-    /// Counters and publish history of hook, metrics and MQTT (see `publish`).
-    #[serde(default)]
-    pub publish: crate::publish::PublishState,
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct ApplyOutcome {
-    /// Unix time of the attempt.
-    pub at: u64,
-    pub ok: bool,
-    #[serde(default)]
-    pub error: Option<String>,
-}
-
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-pub struct VariableState {
-    /// The candidate list this history belongs to (see `Variable::fingerprint`).
-    pub fingerprint: String,
-    pub v4: FamilyState,
-    pub v6: FamilyState,
-}
-
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-pub struct FamilyState {
-    pub candidates: Vec<CandidateState>,
-    /// Index of the rendered candidate, if a candidate (not a kept or fallback literal) is rendered.
-    #[serde(default)]
-    pub selected: Option<usize>,
-    #[serde(default)]
-    pub rendered: Option<String>,
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct CandidateState {
-    pub address: IpAddr,
-    /// `None` until the candidate has been checked once.
-    #[serde(default)]
-    pub counted: Option<Counted>,
-    #[serde(default)]
-    pub last: Option<LastCheck>,
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct LastCheck {
-    /// Unix time of the check.
-    pub at: u64,
-    pub up: bool,
-    #[serde(default)]
-    pub latency_ms: Option<f64>,
-    #[serde(default)]
-    pub error: Option<String>,
-}
-
-impl VariableState {
-    pub fn family(&self, family: crate::config::Family) -> &FamilyState {
-        match family {
-            crate::config::Family::V4 => &self.v4,
-            crate::config::Family::V6 => &self.v6,
-        }
-    }
-}
 
 /// Why a state file could not be used; the run goes on without history.
 pub enum LoadProblem {
@@ -171,6 +96,7 @@ pub fn save(path: &Path, state: &State) -> anyhow::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::model::{ApplyOutcome, CandidateState, Counted, FamilyState, VariableState};
 
     #[test]
     fn round_trip_and_tolerant_loading() {

@@ -3,10 +3,12 @@
 
 use crate::apply;
 use crate::cli::{Cli, StatusArgs};
-use crate::config::{self, Config};
-use crate::evaluate::{self, candidate, reason_text, unix_now};
-use crate::select::Choice;
-use crate::state::{self, ApplyOutcome, FamilyState, LoadProblem, State};
+use crate::clock::unix_now;
+use crate::config::Config;
+use crate::describe::{candidate, reason_text};
+use crate::evaluate;
+use crate::model::{ApplyOutcome, Choice, FamilyState, State};
+use crate::state::{self, LoadProblem};
 use serde::Serialize;
 
 pub const OK: u8 = 0;
@@ -92,7 +94,7 @@ pub fn main(cli: &Cli, args: &StatusArgs) -> u8 {
 }
 
 fn build(cli: &Cli, args: &StatusArgs) -> Result<Report, String> {
-    let config = config::load(&cli.config).map_err(|e| e.to_string())?;
+    let config = crate::files::load_config(&cli.config).map_err(|e| e.to_string())?;
     let previous = match state::load(&cli.state) {
         Ok(s) => s,
         Err(LoadProblem::Missing) if args.check => State::default(),

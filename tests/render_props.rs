@@ -6,9 +6,10 @@
 //! rendered includes is also loaded with the real `nft -c`, inside a private network namespace.
 
 use nftables_failover::config::{self, Config, Family};
+use nftables_failover::model::{self, DownReason, Health};
+use nftables_failover::model::{FamilyState, State, VariableState};
 use nftables_failover::render;
-use nftables_failover::select::{self, DownReason, Health};
-use nftables_failover::state::{FamilyState, State, VariableState};
+use nftables_failover::select;
 use proptest::prelude::*;
 use proptest::test_runner::{Config as RunConfig, TestCaseError, TestRunner};
 use serde_json::{Map, Value as J, json};
@@ -405,8 +406,8 @@ fn case() -> impl Strategy<Value = Case> {
 
 // ---------- (a) rendered configs ----------
 
-fn results(config: &Config, health: &[Option<bool>], offset: usize) -> select::Results {
-    let mut results = select::empty_results(config);
+fn results(config: &Config, health: &[Option<bool>], offset: usize) -> model::Results {
+    let mut results = model::empty_results(config);
     let mut k = offset;
     for per_variable in results.iter_mut() {
         for outcomes in per_variable.iter_mut() {
@@ -469,17 +470,17 @@ fn previous(config: &Config, history: &[History]) -> (State, String) {
 /// One run's decision, from the previous state and the defines of the include on disk.
 fn decide(
     config: &Config,
-    results: &select::Results,
+    results: &model::Results,
     previous: &State,
     on_disk: &HashMap<&str, &str>,
     now: u64,
-) -> (Vec<select::Choice>, State) {
+) -> (Vec<model::Choice>, State) {
     let inputs = select::Inputs::new(config, previous, on_disk);
     select::decide(config, results, &inputs, now)
 }
 
 /// A validated config yields only literals, whatever the state and the include on disk say.
-fn check_choices(choices: &[select::Choice]) -> Result<(), TestCaseError> {
+fn check_choices(choices: &[model::Choice]) -> Result<(), TestCaseError> {
     for c in choices {
         prop_assert!(oracle_literal(&c.rendered), "chose {:?}", c);
     }
@@ -490,7 +491,7 @@ fn check_choices(choices: &[select::Choice]) -> Result<(), TestCaseError> {
 /// literal value are rendered, in order.
 fn check_include(
     config: &Config,
-    choices: &[select::Choice],
+    choices: &[model::Choice],
     text: &str,
 ) -> Result<(), TestCaseError> {
     let lines: Vec<&str> = text.split_inclusive('\n').collect();

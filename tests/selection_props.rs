@@ -23,9 +23,9 @@
 
 use nftables_failover::apply::{self, InEffect, Need};
 use nftables_failover::config::{self, Config, Family};
+use nftables_failover::model::{self, Choice, DownReason, Health, Results, State};
 use nftables_failover::render;
-use nftables_failover::select::{self, Choice, DownReason, Health, Inputs, Results};
-use nftables_failover::state::State;
+use nftables_failover::select::{self, Inputs};
 use proptest::prelude::*;
 use std::path::Path;
 use std::time::Duration;
@@ -177,14 +177,14 @@ fn check(s: &Scenario) -> Result<(), TestCaseError> {
         let defines = render::parse_defines(&effective);
         let inputs = Inputs::new(&config, &previous, &defines);
 
-        let mut full = select::empty_results(&config);
+        let mut full = model::empty_results(&config);
         for (i, a) in run.answers.iter().enumerate() {
             full[0][0][i] = Some(health(*a));
         }
         // Answers arrive in random order; timeouts only after everything else.
         let mut order: Vec<usize> = (0..s.candidates).collect();
         order.sort_by_key(|&i| (run.answers[i] == Answer::Timeout, run.order[i], i));
-        let mut partial = select::empty_results(&config);
+        let mut partial = model::empty_results(&config);
         for &i in &order {
             if all_decided(&config, &inputs, &partial, now) {
                 break;

@@ -7,6 +7,7 @@ pub mod live;
 use crate::command::Runner;
 use crate::files::{self, replace_file};
 use crate::render;
+use crate::render::live::{Object, TABLE, only_values_changed, with_values_of};
 use anyhow::{Context, Result, bail};
 use std::ffi::OsString;
 use std::fs;
@@ -196,11 +197,11 @@ pub fn apply_change(
     new_text: &str,
     on_disk: Option<&[u8]>,
     record: Option<InEffect>,
-    objects: &[live::Object],
+    objects: &[Object],
 ) -> Result<Applied> {
     let old = in_effect(on_disk, record.as_ref());
     let live_only = !objects.is_empty()
-        && old.is_some_and(|old| live::only_values_changed(old, new_text.as_bytes(), objects));
+        && old.is_some_and(|old| only_values_changed(old, new_text.as_bytes(), objects));
     if !live_only {
         return apply(plan, runner, new_text, on_disk, record).map(|()| Applied::Reloaded);
     }
@@ -215,7 +216,7 @@ pub fn apply_change(
     let live::Outcome::Applied(steps) = outcome else {
         crate::log::warn(&format!(
             "table inet {} is not in the running ruleset (flushed?); reloading nftables to recreate it",
-            live::TABLE
+            TABLE
         ));
         return apply(plan, runner, new_text, on_disk, record).map(|()| Applied::Reloaded);
     };
@@ -246,11 +247,11 @@ fn set_back(
     plan: &Plan,
     runner: &Runner,
     file: &Path,
-    objects: &[live::Object],
+    objects: &[Object],
     in_effect: &[u8],
     failed: anyhow::Error,
 ) -> anyhow::Error {
-    let back = live::with_values_of(objects, in_effect)
+    let back = with_values_of(objects, in_effect)
         .ok_or_else(|| anyhow::anyhow!("the include in effect lacks a live define"))
         .and_then(|back| live::transact(&runner.uninterruptible(), &plan.nft, file, &back));
     match back {
@@ -271,7 +272,7 @@ fn set_back(
 
 /// For a run whose include is unchanged: puts back live objects that differ from it (elements
 /// flushed by hand), or reloads if their table is gone. Says what it found and did.
-pub fn keep_live(plan: &Plan, runner: &Runner, text: &str, objects: &[live::Object]) -> Result<()> {
+pub fn keep_live(plan: &Plan, runner: &Runner, text: &str, objects: &[Object]) -> Result<()> {
     if objects.is_empty() {
         return Ok(());
     }
@@ -280,21 +281,18 @@ pub fn keep_live(plan: &Plan, runner: &Runner, text: &str, objects: &[live::Obje
     let Some(kernel) = live::read(runner, &plan.nft, &file)? else {
         crate::log::warn(&format!(
             "table inet {} is not in the running ruleset (flushed?); reloading nftables to recreate it",
-            live::TABLE
+            TABLE
         ));
         let record = Some(InEffect::Bytes(text.as_bytes().to_vec()));
         apply(plan, runner, text, Some(text.as_bytes()), record)?;
         if live::read(runner, &plan.nft, &file)?.is_none() {
             bail!(
                 "table inet {} is still missing after the reload; make the main config include {}",
-                live::TABLE,
+                TABLE,
                 plan.output.display()
             );
         }
-        crate::log::info(&format!(
-            "table inet {} recreated by the reload",
-            live::TABLE
-        ));
+        crate::log::info(&format!("table inet {} recreated by the reload", TABLE));
         return Ok(());
     };
     let diff = live::differences(&live::expected(objects)?, &kernel);
@@ -310,10 +308,10 @@ pub fn keep_live(plan: &Plan, runner: &Runner, text: &str, objects: &[live::Obje
     if live::transact(runner, &plan.nft, &file, objects)? == live::Outcome::TableMissing {
         bail!(
             "table inet {} vanished while restoring it; the next run reloads nftables",
-            live::TABLE
+            TABLE
         );
     }
-    crate::log::info(&format!("table inet {}: restored", live::TABLE));
+    crate::log::info(&format!("table inet {}: restored", TABLE));
     Ok(())
 }
 

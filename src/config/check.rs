@@ -2,7 +2,8 @@
 //! address), `checks` (per-candidate overrides), `paths` (which way each candidate's probes
 //! leave) and `conntrack_cleanup`. Pure, like the rest of `config`.
 
-use super::{Family, Value, lookup, report_duplicates};
+use super::fields::{lookup, report_duplicates};
+use super::values::{Family, Value};
 use crate::jsonc::Json;
 use std::fmt;
 use std::net::{IpAddr, SocketAddr};

@@ -12,7 +12,7 @@ pub mod tcp;
 
 use crate::config::check::{Method, ProbePath};
 use crate::config::{Config, Family};
-use crate::select::{self, DownReason, Health, Results};
+use crate::model::{self, DownReason, Health, Results};
 use std::io::{self, ErrorKind};
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -133,7 +133,7 @@ pub async fn check_all(
     max_in_flight: usize,
     decided: impl Fn(usize, Family, &[Option<Health>]) -> bool,
 ) -> io::Result<Results> {
-    let mut results = select::empty_results(config);
+    let mut results = model::empty_results(config);
     let mut undecided: usize = 0;
     for (vi, per_var) in results.iter().enumerate() {
         for family in Family::ALL {

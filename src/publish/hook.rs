@@ -2,7 +2,7 @@
 //! changed in its environment and, as JSON, on its stdin.
 
 use super::Change;
-use super::config::Hook;
+use crate::config::publish::Hook;
 use crate::log;
 use std::io::{Read, Write};
 use std::os::unix::process::CommandExt;

@@ -2,7 +2,7 @@
 
 use super::{Run, define_name, status};
 use crate::config::Config;
-use crate::state::State;
+use crate::model::State;
 use std::fmt::Write;
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
@@ -73,7 +73,7 @@ pub fn render(config: &Config, run: &Run, state: &State, now: u64) -> String {
                     .unwrap_or_default();
                 (
                     define.clone(),
-                    crate::evaluate::candidate(config, c, i),
+                    crate::describe::candidate(config, c, i),
                     kept,
                     checks,
                 )

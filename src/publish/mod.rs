@@ -6,17 +6,14 @@
 //! set and the metrics text are built by pure functions; only `hook::run`, `metrics::write` and
 //! `mqtt::publish` do effects.
 
-pub mod config;
 pub mod hook;
 pub mod metrics;
 pub mod mqtt;
 
 use crate::config::{AllDown, Config};
-use crate::evaluate;
-use crate::policy::Reason;
-use crate::select::{Choice, Results};
-use crate::state::State;
-use serde::{Deserialize, Serialize};
+use crate::model::{Choice, PublishState, Reason, Results, Since, State};
+use crate::{clock, describe};
+use serde::Serialize;
 use std::collections::BTreeMap;
 use std::time::Instant;
 
@@ -29,45 +26,13 @@ pub struct Run<'a> {
     pub started: Instant,
 }
 
-/// Kept in the state file between runs: counters must not restart with every run.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-pub struct PublishState {
-    /// Applies that went through, each with a reload of nftables.
-    #[serde(default)]
-    pub reloads: u64,
-    #[serde(default)]
-    pub apply_failures: u64,
-    /// Unix time of the last successful apply.
-    #[serde(default)]
-    pub last_ok_apply_at: Option<u64>,
-    /// Checks per candidate, `"DEFINE ADDRESS"` → `[up, down]`.
-    #[serde(default)]
-    pub checks: BTreeMap<String, [u64; 2]>,
-    #[serde(default)]
-    pub hook_failures: u64,
-    #[serde(default)]
-    pub mqtt_failures: u64,
-    /// Per define the value in effect and since when (Unix time); only kept with MQTT.
-    #[serde(default)]
-    pub since: BTreeMap<String, Since>,
-    /// What was last published to MQTT successfully.
-    #[serde(default)]
-    pub mqtt: Option<mqtt::Published>,
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Since {
-    pub value: String,
-    pub at: u64,
-}
-
 /// Runs hook, MQTT and metrics as configured, after the apply; keeps their counters in `state`.
 pub fn after_run(config: &Config, previous: &State, state: &mut State, run: &Run) {
     let publish = &config.publish;
     if publish.on_change.is_none() && publish.metrics.is_none() && publish.mqtt.is_none() {
         return;
     }
-    let now = evaluate::unix_now();
+    let now = clock::unix_now();
     let mut p = previous.publish.clone();
     count(&mut p, config, run, publish.mqtt.is_some(), now);
     if let (Some(hook), Some(true)) = (&publish.on_change, run.applied) {
@@ -162,7 +127,7 @@ pub fn in_effect<'a>(c: &'a Choice, run: &Run) -> Option<&'a str> {
 
 /// The candidate (`ADDRESS:PORT`) rendered by a choice, if it renders one.
 pub fn candidate(config: &Config, c: &Choice) -> Option<String> {
-    c.index.map(|i| evaluate::candidate(config, c, i))
+    c.index.map(|i| describe::candidate(config, c, i))
 }
 
 /// A stable machine-readable name for why a choice was made.
@@ -207,7 +172,7 @@ pub fn changes(config: &Config, choices: &[Choice]) -> Vec<Change> {
             new: c.rendered.clone(),
             candidate: candidate(config, c),
             reason: reason_name(c.reason.as_ref()),
-            reason_text: evaluate::reason_text(config, c),
+            reason_text: describe::reason_text(config, c),
         })
         .collect()
 }

@@ -3,31 +3,19 @@
 //! publishes everything retained with QoS 1, waits for the acknowledgements and disconnects,
 //! all within `timeout_ms`.
 
-use super::config::Mqtt;
-use super::{PublishState, Run, candidate, define_name, in_effect, reason_name, status};
+use super::{Run, candidate, define_name, in_effect, reason_name, status};
 use crate::config::Config;
+use crate::config::publish::Mqtt;
 use crate::log;
-use crate::state::State;
+use crate::model::{PublishState, Published, State};
 use rumqttc::{
     AsyncClient, Event, MqttOptions, Outgoing, Packet, QoS, TlsConfiguration, Transport,
 };
-use serde::{Deserialize, Serialize};
 use serde_json::json;
 use std::collections::HashSet;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-
-/// The last successful publish.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Published {
-    /// Unix time.
-    pub at: u64,
-    /// MD5 of every topic and payload, to tell an unchanged run from a changed one.
-    pub digest: String,
-    /// Every retained topic published, to clear those whose define or candidate is gone.
-    pub topics: Vec<String>,
-}
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct Message {
@@ -113,7 +101,7 @@ pub fn messages(
         let (current, index) = match run.applied {
             Some(false) => (
                 c.effective_index
-                    .map(|i| crate::evaluate::candidate(config, c, i)),
+                    .map(|i| crate::describe::candidate(config, c, i)),
                 c.effective_index,
             ),
             _ => (candidate(config, c), c.index),
@@ -148,7 +136,7 @@ pub fn messages(
         });
         let kept = state.variables.get(&var.name).map(|v| v.family(c.family));
         for (i, addr) in var.addrs(c.family).iter().enumerate() {
-            let cand = crate::evaluate::candidate(config, c, i);
+            let cand = crate::describe::candidate(config, c, i);
             let level = topic_level(&addr.to_string());
             let ctopic = format!("{topic}/{level}");
             let cunique = format!("{unique}_{level}");

@@ -1,15 +1,18 @@
 //! The text of the failover include and of the staged check config. Pure.
 
+pub mod live;
+
 use crate::config::{self, Config};
 use crate::jsonc::Json;
-use crate::select::Choice;
+use crate::model::Choice;
+use live::LIVE_MARKER;
 use md5::{Digest, Md5};
 use std::collections::{HashMap, HashSet};
 use std::fmt::Write;
 use std::path::Path;
 
-const INCLUDE_TEMPLATE: &str = include_str!("../templates/failover.nft");
-const STAGED_MAIN_TEMPLATE: &str = include_str!("../templates/staged-main.nft");
+const INCLUDE_TEMPLATE: &str = include_str!("../../templates/failover.nft");
+const STAGED_MAIN_TEMPLATE: &str = include_str!("../../templates/staged-main.nft");
 
 /// The include file: the header, then `define NAME_v4 = …` and `define NAME_v6 = …` per variable
 /// in config order. Nothing in it depends on time, so equal health renders equal bytes.
@@ -31,9 +34,7 @@ pub fn include(config: &Config, choices: &[Choice]) -> String {
             );
         }
     }
-    defines.push_str(&crate::apply::live::declarations(
-        &crate::apply::live::objects(config, choices),
-    ));
+    defines.push_str(&live::declarations(&live::objects(config, choices)));
     INCLUDE_TEMPLATE.replace("{defines}\n", &defines)
 }
 
@@ -101,15 +102,11 @@ pub fn validate_include(text: &str) -> Result<(), String> {
     Ok(())
 }
 
-/// The comment that opens live mode's block (see `apply::live::declarations`).
-const LIVE_MARKER: &str =
-    "# Live mode: nftables-failover updates these elements in place (README, \"Live mode\").";
-
 /// One line of live mode's block, as `apply::live::declarations` writes it. Every part that
 /// varies is an identifier, a port or a set type, and every `$NAME` is a define above, so the
 /// block can only declare and fill the tool's own table.
 fn live_block_line(line: &str, defines: &HashSet<&str>) -> bool {
-    use crate::apply::live::TABLE;
+    use live::TABLE;
     let ident = |s: &str| config::is_identifier(s);
     let typ = |s: &str| matches!(s, "ipv4_addr" | "ipv6_addr" | "mark");
     let var = |s: &str| s.strip_prefix('$').is_some_and(|d| defines.contains(d));
@@ -192,15 +189,16 @@ mod tests {
     use super::*;
 
     use crate::config::{self, Family};
-    use crate::select::{self, DownReason, Health};
+    use crate::model::{self, DownReason, Health};
+    use crate::select;
     use std::time::Duration;
 
     /// Renders the shipped example config with every candidate at `up_index` up and all
     /// others refused (`None`: all down).
     fn render_example(up_index: Option<usize>) -> String {
-        let text = include_str!("../etc/nftables.d/addons/failover.json");
+        let text = include_str!("../../etc/nftables.d/addons/failover.json");
         let config = config::parse(text, Path::new("failover.json")).unwrap();
-        let mut results = select::empty_results(&config);
+        let mut results = model::empty_results(&config);
         for per_variable in results.iter_mut() {
             for f in Family::ALL {
                 for (i, slot) in per_variable[f as usize].iter_mut().enumerate() {
@@ -223,12 +221,18 @@ mod tests {
     #[test]
     fn shipped_example_matches_golden_files() {
         let cases = [
-            (Some(0), include_str!("../tests/golden/example-all-up.nft")),
+            (
+                Some(0),
+                include_str!("../../tests/golden/example-all-up.nft"),
+            ),
             (
                 Some(1),
-                include_str!("../tests/golden/example-first-down.nft"),
+                include_str!("../../tests/golden/example-first-down.nft"),
             ),
-            (None, include_str!("../tests/golden/example-all-down.nft")),
+            (
+                None,
+                include_str!("../../tests/golden/example-all-down.nft"),
+            ),
         ];
         for (up, golden) in cases {
             assert_eq!(render_example(up), golden, "candidate {up:?} up");
@@ -357,7 +361,7 @@ mod tests {
             Path::new("f"),
         )
         .unwrap();
-        let results = crate::select::empty_results(&config);
+        let results = crate::model::empty_results(&config);
         let empty = Default::default();
         let inputs = crate::select::Inputs::new(&config, &empty, &Default::default());
         let (choices, _) = crate::select::decide(&config, &results, &inputs, 0);

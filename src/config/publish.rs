@@ -2,6 +2,7 @@
 //! Pure, like the rest of the config: JSON in, settings or problems out. Each is off unless
 //! configured.
 
+use super::fields::{absolute_path, integer, lookup, object, string};
 use crate::jsonc::Json;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -81,83 +82,10 @@ pub fn setting(
 }
 
 /// The entries of an object setting, every unknown key reported.
-fn object<'a>(
-    value: &'a Json,
-    at: &str,
-    known: &[&str],
-    problems: &mut Vec<String>,
-) -> Option<&'a [(String, Json)]> {
-    let Json::Object(entries) = value else {
-        problems.push(format!(
-            "{at}: expected an object with {}, found {}",
-            known.join(", "),
-            value.describe()
-        ));
-        return None;
-    };
-    crate::config::report_duplicates(entries, at, problems);
-    for (key, _) in entries {
-        if !known.contains(&key.as_str()) {
-            problems.push(format!(
-                "{at}: unknown key {key:?}; expected one of: {}",
-                known.join(", ")
-            ));
-        }
-    }
-    Some(entries)
-}
-
-fn get<'a>(entries: &'a [(String, Json)], key: &str) -> Option<&'a Json> {
-    entries.iter().find(|(k, _)| k == key).map(|(_, v)| v)
-}
-
-fn integer(
-    value: Option<&Json>,
-    at: &str,
-    min: u64,
-    max: u64,
-    what: &str,
-    problems: &mut Vec<String>,
-) -> Option<u64> {
-    match value? {
-        Json::Number(n) if n.as_u64().is_some_and(|v| (min..=max).contains(&v)) => n.as_u64(),
-        other => {
-            problems.push(format!(
-                "{at}: expected {what} from {min} to {max}, found {}",
-                other.describe()
-            ));
-            None
-        }
-    }
-}
-
-fn string<'a>(value: Option<&'a Json>, at: &str, problems: &mut Vec<String>) -> Option<&'a str> {
-    match value? {
-        Json::String(s) if !s.is_empty() => Some(s),
-        other => {
-            problems.push(format!(
-                "{at}: expected a non-empty string, found {}",
-                other.describe()
-            ));
-            None
-        }
-    }
-}
-
-fn absolute_path(value: Option<&Json>, at: &str, problems: &mut Vec<String>) -> Option<PathBuf> {
-    let s = string(value, at, problems)?;
-    if s.starts_with('/') {
-        Some(PathBuf::from(s))
-    } else {
-        problems.push(format!("{at}: expected an absolute path, found {s:?}"));
-        None
-    }
-}
-
 fn hook(value: &Json, at: &str, problems: &mut Vec<String>) -> Option<Hook> {
     let before = problems.len();
     let entries = object(value, at, &["command", "timeout_ms"], problems)?;
-    let command = match get(entries, "command") {
+    let command = match lookup(entries, "command") {
         Some(Json::Array(items)) if !items.is_empty() => {
             let mut argv = Vec::with_capacity(items.len());
             for (i, item) in items.iter().enumerate() {
@@ -194,7 +122,7 @@ fn hook(value: &Json, at: &str, problems: &mut Vec<String>) -> Option<Hook> {
         }
     };
     let timeout_ms = integer(
-        get(entries, "timeout_ms"),
+        lookup(entries, "timeout_ms"),
         &format!("{at}.timeout_ms"),
         1,
         HOOK_TIMEOUT_MAX_MS,
@@ -210,7 +138,7 @@ fn hook(value: &Json, at: &str, problems: &mut Vec<String>) -> Option<Hook> {
 fn metrics(value: &Json, at: &str, problems: &mut Vec<String>) -> Option<Metrics> {
     let before = problems.len();
     let entries = object(value, at, &["path"], problems)?;
-    let path = match get(entries, "path") {
+    let path = match lookup(entries, "path") {
         None => {
             problems.push(format!(
                 "{at}: missing \"path\", the .prom file in node_exporter's textfile directory"
@@ -263,7 +191,7 @@ fn mqtt(value: &Json, at: &str, problems: &mut Vec<String>) -> Option<Mqtt> {
     let before = problems.len();
     let entries = object(value, at, &MQTT_KEYS, problems)?;
     let key = |k: &str| format!("{at}.{k}");
-    let broker = match get(entries, "broker") {
+    let broker = match lookup(entries, "broker") {
         None => {
             problems.push(format!(
                 "{at}: missing \"broker\", the broker's host name or address"
@@ -273,25 +201,25 @@ fn mqtt(value: &Json, at: &str, problems: &mut Vec<String>) -> Option<Mqtt> {
         some => string(some, &key("broker"), problems).map(str::to_string),
     };
     let ca_file =
-        get(entries, "ca_file").and_then(|v| absolute_path(Some(v), &key("ca_file"), problems));
-    let credentials_file = get(entries, "credentials_file")
+        lookup(entries, "ca_file").and_then(|v| absolute_path(Some(v), &key("ca_file"), problems));
+    let credentials_file = lookup(entries, "credentials_file")
         .and_then(|v| absolute_path(Some(v), &key("credentials_file"), problems));
     let port = integer(
-        get(entries, "port"),
+        lookup(entries, "port"),
         &key("port"),
         1,
         65535,
         "a port",
         problems,
     );
-    let client_id = string(get(entries, "client_id"), &key("client_id"), problems);
-    let base_topic = topic(get(entries, "base_topic"), &key("base_topic"), problems);
+    let client_id = string(lookup(entries, "client_id"), &key("client_id"), problems);
+    let base_topic = topic(lookup(entries, "base_topic"), &key("base_topic"), problems);
     let discovery_prefix = topic(
-        get(entries, "discovery_prefix"),
+        lookup(entries, "discovery_prefix"),
         &key("discovery_prefix"),
         problems,
     );
-    let node_id = string(get(entries, "node_id"), &key("node_id"), problems);
+    let node_id = string(lookup(entries, "node_id"), &key("node_id"), problems);
     if let Some(n) = node_id
         && !is_node_id(n)
     {
@@ -301,7 +229,7 @@ fn mqtt(value: &Json, at: &str, problems: &mut Vec<String>) -> Option<Mqtt> {
         ));
     }
     let timeout_ms = integer(
-        get(entries, "timeout_ms"),
+        lookup(entries, "timeout_ms"),
         &key("timeout_ms"),
         100,
         MQTT_TIMEOUT_MAX_MS,
@@ -309,7 +237,7 @@ fn mqtt(value: &Json, at: &str, problems: &mut Vec<String>) -> Option<Mqtt> {
         problems,
     );
     let refresh_s = integer(
-        get(entries, "refresh_s"),
+        lookup(entries, "refresh_s"),
         &key("refresh_s"),
         0,
         86_400,
@@ -318,7 +246,7 @@ fn mqtt(value: &Json, at: &str, problems: &mut Vec<String>) -> Option<Mqtt> {
     )
     .unwrap_or(MQTT_REFRESH_S);
     let expire_after_s = integer(
-        get(entries, "expire_after_s"),
+        lookup(entries, "expire_after_s"),
         &key("expire_after_s"),
         1,
         604_800,

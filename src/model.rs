@@ -1,0 +1,225 @@
+//! The ground floor: plain data that more than one layer reads. Check results, what a run
+//! picked and why, and the records kept in the state file between runs.
+//!
+//! No logic beyond small accessors and formatting, and no effects: every other module may
+//! import this one, and it imports only the config's types.
+
+use crate::config::{AllDown, Config, Family};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::IpAddr;
+use std::time::Duration;
+
+/// The result of checking one candidate.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Health {
+    Up { latency: Duration },
+    Down(DownReason),
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum DownReason {
+    Refused,
+    Timeout(Duration),
+    Error(String),
+}
+
+impl Health {
+    pub fn is_up(&self) -> bool {
+        matches!(self, Health::Up { .. })
+    }
+}
+
+impl fmt::Display for Health {
+    fn fmt(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        match self {
+            Health::Up { latency } => write!(f, "up in {:.1} ms", latency.as_secs_f64() * 1e3),
+            Health::Down(DownReason::Refused) => f.write_str("connection refused"),
+            Health::Down(DownReason::Timeout(t)) => {
+                write!(f, "no answer within {} ms", t.as_millis())
+            }
+            Health::Down(DownReason::Error(e)) => f.write_str(e),
+        }
+    }
+}
+
+/// Check results for one variable and family, index-aligned with its address list;
+/// `None` means the candidate was not checked (its variable was decided without it).
+pub type Outcomes = Vec<Option<Health>>;
+
+/// Check results for a whole config: `[variable][family]`.
+pub type Results = Vec<[Outcomes; 2]>;
+
+pub fn empty_results(config: &Config) -> Results {
+    config
+        .variables
+        .iter()
+        .map(|v| Family::ALL.map(|f| vec![None; v.addrs(f).len()]))
+        .collect()
+}
+
+/// What was picked for one variable and family.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Choice {
+    pub variable: usize,
+    pub family: Family,
+    /// Index of the rendered candidate; `None` for a kept or fallback literal or no addresses.
+    pub index: Option<usize>,
+    /// Why; `None` if the family has no addresses.
+    pub reason: Option<Reason>,
+    /// The literal rendered after `define NAME_vX =`.
+    pub rendered: String,
+    /// The define's value in the include in effect now, and which candidate that is.
+    pub effective: Option<String>,
+    pub effective_index: Option<usize>,
+}
+
+impl Choice {
+    /// No candidate counts as up.
+    pub fn all_down(&self) -> bool {
+        matches!(self.reason, Some(Reason::AllDown(_)))
+    }
+}
+
+/// Why a candidate (or literal) was picked.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Reason {
+    /// The first candidate counts as up.
+    Preferred,
+    /// Earlier candidates count as down; this is the first one that counts as up.
+    FailedOver,
+    /// A better candidate is up again, but `preempt` is off.
+    PreemptOff { better: usize },
+    /// A better candidate is up again, but not yet for `preempt_delay_s`.
+    PreemptDelay { better: usize, left_s: u64 },
+    /// No candidate counts as up; `all_down` decides.
+    AllDown(AllDown),
+}
+
+/// A candidate's counted health.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Counted {
+    /// Whether the candidate counts as up.
+    pub up: bool,
+    /// Consecutive checks that contradict `up` so far (toward `fall` if up, `rise` if down).
+    pub streak: u32,
+    /// Unix time when `up` last changed (or the candidate was first checked).
+    pub since: u64,
+}
+
+/// The state file's records (see `state` for loading and saving them).
+pub const VERSION: u32 = 1;
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct State {
+    pub version: u32,
+    /// The last run that had something to apply, and how it went.
+    #[serde(default)]
+    pub last_apply: Option<ApplyOutcome>,
+    #[serde(default)]
+    pub variables: BTreeMap<String, VariableState>,
+    /// Counters and publish history of hook, metrics and MQTT (see `publish`).
+    #[serde(default)]
+    pub publish: PublishState,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ApplyOutcome {
+    /// Unix time of the attempt.
+    pub at: u64,
+    pub ok: bool,
+    #[serde(default)]
+    pub error: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct VariableState {
+    /// The candidate list this history belongs to (see `Variable::fingerprint`).
+    pub fingerprint: String,
+    pub v4: FamilyState,
+    pub v6: FamilyState,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct FamilyState {
+    pub candidates: Vec<CandidateState>,
+    /// Index of the rendered candidate, if a candidate (not a kept or fallback literal) is rendered.
+    #[serde(default)]
+    pub selected: Option<usize>,
+    #[serde(default)]
+    pub rendered: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CandidateState {
+    pub address: IpAddr,
+    /// `None` until the candidate has been checked once.
+    #[serde(default)]
+    pub counted: Option<Counted>,
+    #[serde(default)]
+    pub last: Option<LastCheck>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LastCheck {
+    /// Unix time of the check.
+    pub at: u64,
+    pub up: bool,
+    #[serde(default)]
+    pub latency_ms: Option<f64>,
+    #[serde(default)]
+    pub error: Option<String>,
+}
+
+impl VariableState {
+    pub fn family(&self, family: Family) -> &FamilyState {
+        match family {
+            Family::V4 => &self.v4,
+            Family::V6 => &self.v6,
+        }
+    }
+}
+
+/// Kept in the state file between runs: counters must not restart with every run.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct PublishState {
+    /// Applies that went through, each with a reload of nftables.
+    #[serde(default)]
+    pub reloads: u64,
+    #[serde(default)]
+    pub apply_failures: u64,
+    /// Unix time of the last successful apply.
+    #[serde(default)]
+    pub last_ok_apply_at: Option<u64>,
+    /// Checks per candidate, `"DEFINE ADDRESS"` → `[up, down]`.
+    #[serde(default)]
+    pub checks: BTreeMap<String, [u64; 2]>,
+    #[serde(default)]
+    pub hook_failures: u64,
+    #[serde(default)]
+    pub mqtt_failures: u64,
+    /// Per define the value in effect and since when (Unix time); only kept with MQTT.
+    #[serde(default)]
+    pub since: BTreeMap<String, Since>,
+    /// What was last published to MQTT successfully.
+    #[serde(default)]
+    pub mqtt: Option<Published>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Since {
+    pub value: String,
+    pub at: u64,
+}
+
+/// The last successful publish.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Published {
+    /// Unix time.
+    pub at: u64,
+    /// MD5 of every topic and payload, to tell an unchanged run from a changed one.
+    pub digest: String,
+    /// Every retained topic published, to clear those whose define or candidate is gone.
+    pub topics: Vec<String>,
+}
