@@ -179,6 +179,13 @@ impl VariableState {
             Family::V6 => &self.v6,
         }
     }
+
+    pub fn family_mut(&mut self, family: Family) -> &mut FamilyState {
+        match family {
+            Family::V4 => &mut self.v4,
+            Family::V6 => &mut self.v6,
+        }
+    }
 }
 
 /// Kept in the state file between runs: counters must not restart with every run.

@@ -98,7 +98,7 @@ fn run_once(cli: &Cli) -> u8 {
         }
     };
     let in_effect = apply::in_effect(on_disk.as_deref(), record.as_ref());
-    let eval = match evaluate(&config, &previous, in_effect, true, cli.timeout) {
+    let mut eval = match evaluate(&config, &previous, in_effect, true, cli.timeout) {
         Ok(e) => e,
         Err(e) => {
             log::error(&format!("cannot run the checks: {e}"));
@@ -128,6 +128,7 @@ fn run_once(cli: &Cli) -> u8 {
     };
     // Variables in live mode (README, "Live mode"); empty unless the config opts in.
     let live = crate::render::live::objects(&config, &eval.choices);
+    let mut partly_applied = false;
     let code = match need {
         apply::Need::Nothing | apply::Need::Record => {
             log::info(&format!("{}: unchanged", cli.output.display()));
@@ -184,13 +185,18 @@ fn run_once(cli: &Cli) -> u8 {
                 }
                 Err(e) => {
                     log::error(&format!("{e:#}"));
+                    let runner = Runner::for_current_user().with_timeout(cli.command_timeout);
+                    if apply_apart(&plan, &runner, &config, &mut eval.choices, &mut new_state) {
+                        clean_up_conntrack(&config, &eval.choices, &new_state);
+                        partly_applied = true;
+                    }
                     EXIT_FAILED
                 }
             }
         }
     };
     // Hook, metrics and MQTT come after the apply: they can neither delay nor undo it.
-    let applied = (need == apply::Need::Apply).then_some(code == EXIT_OK);
+    let applied = (need == apply::Need::Apply).then_some(code == EXIT_OK || partly_applied);
     let done = publish::Run {
         choices: &eval.choices,
         results: &eval.results,
@@ -202,6 +208,44 @@ fn run_once(cli: &Cli) -> u8 {
         save_state(cli, &new_state);
     }
     code
+}
+
+/// After an apply of every change failed: applies the changes the firewall takes, holding the
+/// refused variables at their values in effect (in `choices` and `state` too, so publication
+/// and the next run see what is live). Returns whether any change went through.
+fn apply_apart(
+    plan: &Plan,
+    runner: &Runner,
+    config: &Config,
+    choices: &mut Vec<Choice>,
+    state: &mut State,
+) -> bool {
+    let apart = apply::settle::apply_apart(plan, runner, config, choices);
+    let refused = apart.refused;
+    let held: Vec<usize> = refused.iter().map(|(v, _)| *v).collect();
+    for (v, e) in &refused {
+        let name = &config.variables[*v].name;
+        log::error(&format!(
+            "{name}: its change was not applied, it keeps the value in effect: {e:#}"
+        ));
+    }
+    *choices = crate::select::hold_back(choices, &held);
+    for c in choices.iter().filter(|c| held.contains(&c.variable)) {
+        if let Some(v) = state.variables.get_mut(&config.variables[c.variable].name) {
+            let fam = v.family_mut(c.family);
+            fam.selected = c.effective_index;
+            fam.rendered = Some(c.rendered.clone());
+        }
+    }
+    let went = apart.tried - refused.len();
+    if went > 0 {
+        log::info(&format!(
+            "{}: applied the changes of {went} of {} variables",
+            plan.output.display(),
+            apart.tried
+        ));
+    }
+    went > 0
 }
 
 /// Checks that the state can be saved; says loudly (once per run) what it means if not.

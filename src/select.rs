@@ -264,6 +264,84 @@ fn decide_family(
     (choice, fam_state)
 }
 
+/// The variables whose rendered value differs from the one in effect, in config order.
+pub fn changed_variables(choices: &[Choice]) -> Vec<usize> {
+    let mut out: Vec<usize> = choices
+        .iter()
+        .filter(|c| c.effective.as_deref() != Some(c.rendered.as_str()))
+        .map(|c| c.variable)
+        .collect();
+    out.dedup();
+    out
+}
+
+/// Whether a variable's change can be held back: every family of it has a value in effect to
+/// keep. A variable rendered for the first time cannot wait; it goes with every attempt.
+pub fn can_hold_back(choices: &[Choice], variable: usize) -> bool {
+    choices
+        .iter()
+        .filter(|c| c.variable == variable)
+        .all(|c| c.effective.is_some())
+}
+
+/// `choices` with the variables in `held` kept at the values in effect.
+pub fn hold_back(choices: &[Choice], held: &[usize]) -> Vec<Choice> {
+    choices
+        .iter()
+        .map(|c| match (&c.effective, held.contains(&c.variable)) {
+            (Some(e), true) => Choice {
+                index: c.effective_index,
+                rendered: e.clone(),
+                ..c.clone()
+            },
+            _ => c.clone(),
+        })
+        .collect()
+}
+
+/// After an apply of every change failed: finds the changes that can go through without the
+/// ones the firewall refuses, by halving. `attempt(accepted)` applies the changes of the listed
+/// variables (the rest held back) and says whether that worked; each success is in effect from
+/// then on. `changed` are the variables that can be held back. Returns the refused variables
+/// with their errors; everything else is accepted. With `b` refused among `n`, it makes at most
+/// about `2·b·log2(n)` attempts, and none when `changed` has fewer than two variables.
+pub fn settle<E>(
+    changed: &[usize],
+    mut attempt: impl FnMut(&[usize]) -> Result<(), E>,
+) -> Vec<(usize, E)> {
+    fn go<E>(
+        group: &[usize],
+        accepted: &mut Vec<usize>,
+        refused: &mut Vec<(usize, E)>,
+        attempt: &mut impl FnMut(&[usize]) -> Result<(), E>,
+    ) {
+        let mut trial = accepted.clone();
+        trial.extend_from_slice(group);
+        let error = match attempt(&trial) {
+            Ok(()) => {
+                *accepted = trial;
+                return;
+            }
+            Err(e) => e,
+        };
+        if let [one] = group {
+            refused.push((*one, error));
+            return;
+        }
+        let (a, b) = group.split_at(group.len() / 2);
+        go(a, accepted, refused, attempt);
+        go(b, accepted, refused, attempt);
+    }
+    let mut accepted = Vec::new();
+    let mut refused = Vec::new();
+    if changed.len() >= 2 {
+        let (a, b) = changed.split_at(changed.len() / 2);
+        go(a, &mut accepted, &mut refused, &mut attempt);
+        go(b, &mut accepted, &mut refused, &mut attempt);
+    }
+    refused
+}
+
 fn last_check(health: &Health, at: u64) -> LastCheck {
     match health {
         Health::Up { latency } => LastCheck {

@@ -3,11 +3,12 @@
 //! applied include byte for byte if any step after the replacement fails.
 
 pub mod live;
+pub mod settle;
 
 use crate::command::Runner;
 use crate::files::{self, replace_file};
 use crate::render;
-use crate::render::live::{Object, TABLE, only_values_changed, with_values_of};
+use crate::render::live::{Object, TABLE, only_values_changed, shape_changed, with_values_of};
 use anyhow::{Context, Result, bail};
 use std::ffi::OsString;
 use std::fs;
@@ -131,7 +132,8 @@ pub fn apply(
 ) -> Result<()> {
     let started = Instant::now();
     gate(new_text)?;
-    check_staged(plan, runner, new_text)?;
+    let redeclare = shape_changed(in_effect(on_disk, record.as_ref()), new_text.as_bytes());
+    check_staged(plan, runner, new_text, redeclare)?;
     let rollback = install(plan, new_text, on_disk, record)?;
     let installed = nft_check(plan, runner, &plan.main_config, "check of the main config")
         .and_then(|()| runner.run("reload", &plan.reload).map_err(Into::into));
@@ -338,7 +340,7 @@ fn nft_check(plan: &Plan, runner: &Runner, file: &Path, what: &str) -> Result<()
 
 /// Writes the candidate include and a main config that includes it with every other addon and
 /// main-config part, and has nft check that, before anything live is touched.
-fn check_staged(plan: &Plan, runner: &Runner, new_text: &str) -> Result<()> {
+fn check_staged(plan: &Plan, runner: &Runner, new_text: &str, redeclare: bool) -> Result<()> {
     let (dir, _temp) = staging_dir(plan)?;
     let name = plan
         .output
@@ -361,8 +363,11 @@ fn check_staged(plan: &Plan, runner: &Runner, new_text: &str) -> Result<()> {
     let refs: Vec<&Path> = includes.iter().map(PathBuf::as_path).collect();
     replace_file(&candidate, new_text.as_bytes())
         .with_context(|| format!("cannot stage {}", candidate.display()))?;
-    replace_file(&main, render::staged_main(&candidate, &refs).as_bytes())
-        .with_context(|| format!("cannot stage {}", main.display()))?;
+    replace_file(
+        &main,
+        render::staged_main(&candidate, &refs, redeclare).as_bytes(),
+    )
+    .with_context(|| format!("cannot stage {}", main.display()))?;
     nft_check(plan, runner, &main, "check of the staged config")
         .context("the new include was not installed")
 }

@@ -137,6 +137,24 @@ pub fn only_values_changed(old: &[u8], new: &[u8], objects: &[Object]) -> bool {
     mask(old).is_some() && mask(old) == mask(new)
 }
 
+/// The declaration part of live mode's block in an include (the table with its sets and maps),
+/// empty if it has none.
+fn declared(include: &[u8]) -> Vec<&[u8]> {
+    let head = format!("table inet {TABLE} {{");
+    include
+        .split(|&b| b == b'\n')
+        .skip_while(|l| *l != head.as_bytes())
+        .take_while(|l| *l != b"}")
+        .collect()
+}
+
+/// Whether the sets and maps an include declares differ from those of the include in effect
+/// (a variable gained or lost `values`, became live, or left live mode). Then the running
+/// objects cannot take the new elements, and the staged check must redeclare them.
+pub fn shape_changed(in_effect: Option<&[u8]>, new: &[u8]) -> bool {
+    declared(in_effect.unwrap_or_default()) != declared(new)
+}
+
 /// `objects` with the values an include (the one in effect) gives their defines; `None` if it
 /// lacks one of them.
 pub fn with_values_of(objects: &[Object], include: &[u8]) -> Option<Vec<Object>> {
@@ -200,5 +218,22 @@ mod tests {
         assert_eq!(parse_mark("200"), Some(200));
         assert_eq!(parse_mark("0xC8"), Some(200));
         assert_eq!(parse_mark("4294967296"), None);
+    }
+
+    #[test]
+    fn a_changed_declaration_is_a_shape_change_a_changed_value_is_not() {
+        let marks = [obj("svc_v4", Kind::Mark, "200")];
+        let addrs = [obj("svc_v4", Kind::Ipv4, "127.0.0.5")];
+        let with = |objs: &[Object]| format!("define svc_v4 = x\n{}", declarations(objs));
+        let old = with(&marks);
+        let other_value = with(&[obj("svc_v4", Kind::Mark, "201")]);
+        assert!(!shape_changed(Some(old.as_bytes()), other_value.as_bytes()));
+        assert!(shape_changed(Some(old.as_bytes()), with(&addrs).as_bytes()));
+        assert!(shape_changed(None, old.as_bytes()));
+        assert!(shape_changed(
+            Some(old.as_bytes()),
+            b"define svc_v4 = 200\n"
+        ));
+        assert!(!shape_changed(None, b"define svc_v4 = 200\n"));
     }
 }

@@ -145,12 +145,27 @@ fn define_line(line: &str) -> Option<(&str, &str)> {
 
 /// The staged main config: includes the candidate include first, then the other files.
 /// Paths are quoted for nft; a path nft cannot quote is refused by the caller.
-pub fn staged_main(candidate: &Path, includes: &[&Path]) -> String {
+///
+/// With `redeclare` (the live objects change shape, see [`live::shape_changed`]) the check
+/// first drops this tool's table inside the checked transaction: nft checks a batch against
+/// the running ruleset, which still holds the old types, while the reload that follows starts
+/// from `flush ruleset`. The check aborts its transaction, so nothing live is touched.
+pub fn staged_main(candidate: &Path, includes: &[&Path], redeclare: bool) -> String {
     let mut lines = String::new();
     for p in includes {
         let _ = writeln!(lines, "include \"{}\"", p.display());
     }
+    let preamble = if redeclare {
+        format!(
+            "# The live objects change type: checked as if redeclared.\n\
+             table inet {t} {{}}\ndelete table inet {t}\n",
+            t = live::TABLE
+        )
+    } else {
+        String::new()
+    };
     STAGED_MAIN_TEMPLATE
+        .replace("{redeclare}", &preamble)
         .replace("{candidate}", &candidate.display().to_string())
         .replace("{includes}\n", &lines)
 }
@@ -252,7 +267,9 @@ mod tests {
                 Path::new("/etc/nftables.d/addons/dns.nft"),
                 Path::new("/etc/nftables.d/a.nft"),
             ],
+            false,
         );
+        assert!(!text.contains("delete table"));
         let includes: Vec<_> = text.lines().filter(|l| l.starts_with("include")).collect();
         assert_eq!(
             includes,
@@ -260,6 +277,20 @@ mod tests {
                 "include \"/run/x/failover.nft\"",
                 "include \"/etc/nftables.d/addons/dns.nft\"",
                 "include \"/etc/nftables.d/a.nft\"",
+            ]
+        );
+    }
+
+    #[test]
+    fn a_shape_change_redeclares_the_live_table_before_the_candidate() {
+        let text = staged_main(Path::new("/run/x/failover.nft"), &[], true);
+        let lines: Vec<_> = text.lines().filter(|l| !l.starts_with('#')).collect();
+        assert_eq!(
+            lines,
+            [
+                "table inet nftables_failover {}",
+                "delete table inet nftables_failover",
+                "include \"/run/x/failover.nft\"",
             ]
         );
     }

@@ -1,0 +1,197 @@
+//! Ordinary admin actions at the edges, each in a private network namespace with the real `nft`:
+//! a config edit in live mode, one variable the firewall refuses, an upgrade from the Python
+//! addon. Each must leave every other variable free to fail over.
+
+mod common;
+
+use common::*;
+use std::fs;
+
+const PORT: u16 = 8443;
+const TABLE: &str = "inet nftables_failover";
+
+fn elements(object: &str) -> String {
+    sh(&format!("nft list {object}"))
+        .lines()
+        .filter(|l| l.contains("elements") || l.contains("type"))
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// `svc` in live mode with or without marks as values; `db` live too, used by the admin's rule.
+fn live_config(svc_values: bool) -> String {
+    let values = if svc_values {
+        r#", "values": [200, 201]"#
+    } else {
+        ""
+    };
+    format!(
+        r#"{{"settings": {{"apply": "live"}}, "failover": {{
+            "svc": {{"ip4": ["127.0.0.5", "127.0.0.6"], "port": {PORT}{values}}},
+            "db": {{"ip4": ["127.0.0.7", "127.0.0.8"], "port": {PORT}}}
+        }}}}"#
+    )
+}
+
+fn write_live_main(f: &Fixture) {
+    fs::write(
+        &f.main_config,
+        format!(
+            r#"flush ruleset
+include "{addons}/*.nft"
+table inet nftables_failover {{
+	chain count {{
+		type filter hook output priority filter; policy accept;
+		ip daddr @db_v4 tcp dport {PORT} counter comment "to_db"
+	}}
+}}
+"#,
+            addons = f.addon_dir.display()
+        ),
+    )
+    .unwrap();
+}
+
+#[test]
+fn a_live_values_edit_never_freezes_another_variable() {
+    in_netns(|| {
+        let _svc_a = listen("127.0.0.5", PORT);
+        let _svc_b = listen("127.0.0.6", PORT);
+        let db_a = listen("127.0.0.7", PORT);
+        let _db_b = listen("127.0.0.8", PORT);
+        let f = Fixture::new();
+        f.write_config(&live_config(true));
+        write_live_main(&f);
+        assert_exit(&f.run(&[]), 0);
+        assert!(elements(&format!("map {TABLE} svc_v4_map")).contains("inet_service : mark"));
+
+        // The admin drops `values` (marks → addresses) while db's primary dies.
+        f.write_config(&live_config(false));
+        drop(db_a);
+        let out = f.run(&[]);
+        assert_exit(&out, 0);
+        let text = f.output_text().unwrap();
+        assert_eq!(
+            define(&text, "db_v4"),
+            Some("127.0.0.8"),
+            "{}",
+            stderr(&out)
+        );
+        assert_eq!(define(&text, "svc_v4"), Some("127.0.0.5"));
+        assert!(elements(&format!("set {TABLE} db_v4")).contains("127.0.0.8"));
+        let map = elements(&format!("map {TABLE} svc_v4_map"));
+        assert!(map.contains("inet_service : ipv4_addr"), "{map}");
+        assert!(map.contains("8443 : 127.0.0.5"), "{map}");
+
+        // And back (addresses → marks) while db's primary returns and svc's dies.
+        f.write_config(&live_config(true));
+        let _db_a = listen("127.0.0.7", PORT);
+        drop(_svc_a);
+        let out = f.run(&[]);
+        assert_exit(&out, 0);
+        let text = f.output_text().unwrap();
+        assert_eq!(
+            define(&text, "db_v4"),
+            Some("127.0.0.7"),
+            "{}",
+            stderr(&out)
+        );
+        assert_eq!(define(&text, "svc_v4"), Some("201"));
+        let map = elements(&format!("map {TABLE} svc_v4_map"));
+        assert!(map.contains("inet_service : mark"), "{map}");
+        assert!(map.contains("8443 : 0x000000c9"), "{map}");
+        assert!(elements(&format!("set {TABLE} db_v4")).contains("127.0.0.7"));
+        // Next run: nothing left to do.
+        let out = f.run(&[]);
+        assert_exit(&out, 0);
+        assert!(stderr(&out).contains("unchanged"), "{}", stderr(&out));
+    });
+}
+
+/// An interval set of the admin's that holds `$web_v4`: the whole config refuses 127.0.0.2
+/// ("conflicting intervals").
+const GUARD: &str = "table ip guard {
+	set backends {
+		type ipv4_addr
+		flags interval
+		elements = { 127.0.0.2/31, $web_v4 }
+	}
+}
+";
+
+fn three_variables(apply: &str) -> String {
+    format!(
+        r#"{{"settings": {{"apply": "{apply}"}}, "failover": {{
+            "web": {{"ip4": ["127.0.0.1", "127.0.0.2"], "port": {PORT}}},
+            "db": {{"ip4": ["127.0.0.7", "127.0.0.8"], "port": {PORT}}},
+            "api": {{"ip4": ["127.0.0.9", "127.0.0.10"], "port": {PORT}}}
+        }}}}"#
+    )
+}
+
+#[test]
+fn a_variable_the_firewall_refuses_holds_back_no_other() {
+    for apply in ["reload", "live"] {
+        in_netns(move || {
+            let web_a = listen("127.0.0.1", PORT);
+            let _web_b = listen("127.0.0.2", PORT);
+            let db_a = listen("127.0.0.7", PORT);
+            let _db_b = listen("127.0.0.8", PORT);
+            let api_a = listen("127.0.0.9", PORT);
+            let _api_b = listen("127.0.0.10", PORT);
+            let f = Fixture::new();
+            f.write_config(&three_variables(apply));
+            f.write_main("  ip daddr $db_v4 counter\n  ip daddr $api_v4 counter");
+            fs::write(
+                &f.main_config,
+                fs::read_to_string(&f.main_config).unwrap() + GUARD,
+            )
+            .unwrap();
+            assert_exit(&f.run(&[]), 0);
+
+            // All three primaries die; the firewall refuses web's backup.
+            drop((web_a, db_a, api_a));
+            for round in 0..2 {
+                let out = f.run(&[]);
+                let log = stderr(&out);
+                assert_exit(&out, 1);
+                assert!(log.contains("conflicting intervals"), "{apply}: {log}");
+                // The first run tries the changes apart; from then on only web's is pending.
+                assert_eq!(
+                    log.contains("web: its change was not applied, it keeps the value in effect"),
+                    round == 0,
+                    "{apply}: {log}"
+                );
+                let text = f.output_text().unwrap();
+                assert_eq!(define(&text, "web_v4"), Some("127.0.0.1"), "{apply}: {log}");
+                assert_eq!(define(&text, "db_v4"), Some("127.0.0.8"), "{apply}: {log}");
+                assert_eq!(
+                    define(&text, "api_v4"),
+                    Some("127.0.0.10"),
+                    "{apply}: {log}"
+                );
+                if round == 0 {
+                    assert!(
+                        log.contains("applied the changes of 2 of 3 variables"),
+                        "{log}"
+                    );
+                }
+                // The kernel runs the others' new values, and what a boot would load.
+                let rules = ruleset();
+                match apply {
+                    "reload" => {
+                        assert!(rules.contains("ip daddr 127.0.0.8 counter"), "{rules}");
+                        assert!(rules.contains("ip daddr 127.0.0.10 counter"), "{rules}");
+                    }
+                    _ => {
+                        let db = sh(&format!("nft list set {TABLE} db_v4"));
+                        assert!(db.contains("127.0.0.8"), "{db}");
+                        let web = sh(&format!("nft list set {TABLE} web_v4"));
+                        assert!(web.contains("127.0.0.1"), "{web}");
+                    }
+                }
+                sh(&format!("nft -c -f {}", f.main_config.display()));
+            }
+        });
+    }
+}
