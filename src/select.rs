@@ -30,10 +30,10 @@ struct FamilyInputs<'a> {
 impl<'a> Inputs<'a> {
     /// `previous` is the state of the last run, `in_effect` the defines of the include in
     /// effect (see `render::parse_defines`).
-    pub fn new(
+    pub fn new<V: AsRef<str>>(
         config: &Config,
         previous: &'a State,
-        in_effect: &HashMap<&str, &str>,
+        in_effect: &HashMap<&str, V>,
     ) -> Inputs<'a> {
         let mut families = Vec::with_capacity(config.variables.len());
         let mut fingerprints = Vec::with_capacity(config.variables.len());
@@ -50,7 +50,7 @@ impl<'a> Inputs<'a> {
                     var,
                     family,
                     history.map(|h| h.family(family)),
-                    in_effect.get(define.as_str()).copied(),
+                    in_effect.get(define.as_str()).map(AsRef::as_ref),
                 )
             }));
             fingerprints.push(fingerprint);
@@ -377,7 +377,7 @@ mod tests {
 
     fn decide_all(config: &Config, results: &Results) -> Vec<(String, bool)> {
         let empty = State::default();
-        let inputs = Inputs::new(config, &empty, &HashMap::new());
+        let inputs = Inputs::new(config, &empty, &HashMap::<&str, &str>::new());
         decide(config, results, &inputs, 0)
             .0
             .into_iter()
@@ -449,7 +449,7 @@ mod tests {
         );
         let results = vec![[vec![down()], vec![down()]], [vec![down()], vec![]]];
         let empty = State::default();
-        let inputs = Inputs::new(&config, &empty, &HashMap::new());
+        let inputs = Inputs::new(&config, &empty, &HashMap::<&str, &str>::new());
         let (choices, _) = decide(&config, &results, &inputs, 0);
         let rendered: Vec<_> = choices.iter().map(|c| c.rendered.as_str()).collect();
         assert_eq!(rendered, ["192.0.2.1", "100::1", "666", "::"]);

@@ -34,6 +34,16 @@ pub fn escape(text: &str, keep_tab: bool) -> Cow<'_, str> {
     Cow::Owned(out)
 }
 
+/// `text` cut to its first `max` characters, with "…" and the full length in bytes after a
+/// cut, and control characters escaped: for echoing a name or value from a file, which may be
+/// megabytes long, in one line of a message.
+pub fn shorten(text: &str, max: usize) -> String {
+    match text.char_indices().nth(max) {
+        None => escape_controls(text).into_owned(),
+        Some((cut, _)) => format!("{}… ({} bytes)", escape_controls(&text[..cut]), text.len()),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -45,5 +55,12 @@ mod tests {
             escape_controls("a\nb\rc\td\x1b[2Je\u{7f}f\u{85}"),
             r"a\nb\rc\td\x1b[2Je\x7ff\u{85}"
         );
+    }
+
+    #[test]
+    fn long_text_is_cut_with_its_length() {
+        assert_eq!(shorten("abc", 3), "abc");
+        assert_eq!(shorten("abcd", 3), "abc… (4 bytes)");
+        assert_eq!(shorten("a\nbcd", 2), "a\\n… (5 bytes)");
     }
 }

@@ -195,3 +195,98 @@ fn a_variable_the_firewall_refuses_holds_back_no_other() {
         });
     }
 }
+
+#[test]
+fn a_misspelt_top_level_key_exits_2_with_a_hint_and_changes_nothing() {
+    in_netns(|| {
+        let _a = listen("127.0.0.1", PORT);
+        let f = Fixture::new();
+        let body = format!(
+            r#""failover": {{"web": {{"ip4": ["127.0.0.1", "127.0.0.2"], "port": {PORT}}}}}"#
+        );
+        f.write_config(&format!("{{{body}}}"));
+        f.write_main("  ip daddr $web_v4 counter");
+        assert_exit(&f.run(&[]), 0);
+        let include = f.output_text().unwrap();
+        let state = fs::read(&f.state).unwrap();
+
+        // The fail-closed policy the admin meant to write, one letter short.
+        f.write_config(&format!(
+            r#"{{"setings": {{"all_down": "fallback", "fallback": {{"ip4": "192.0.2.1"}}}}, {body}}}"#
+        ));
+        let out = f.run(&[]);
+        assert_exit(&out, 2);
+        let log = stderr(&out);
+        assert!(
+            log.contains(&format!(
+                "{}: 1 problem in config:\n  top level: unknown key \"setings\"; did you mean \"settings\"?",
+                f.config.display()
+            )),
+            "{log}"
+        );
+        assert!(log.contains("nothing was changed"), "{log}");
+        assert_eq!(f.output_text().unwrap(), include);
+        assert_eq!(fs::read(&f.state).unwrap(), state);
+
+        // A setting put at the top level is refused too, with where it belongs.
+        f.write_config(&format!(
+            r#"{{"on_change": {{"command": ["/bin/true"]}}, {body}}}"#
+        ));
+        let out = f.run(&[]);
+        assert_exit(&out, 2);
+        assert!(
+            stderr(&out)
+                .contains("top level: \"on_change\" is a setting; move it into \"settings\""),
+            "{}",
+            stderr(&out)
+        );
+    });
+}
+
+/// The include as the Python addon writes it: values as the config spells them.
+const PYTHON_INCLUDE: &str = "# Auto-Generated config - DO NOT EDIT MANUALLY!\n\n\
+    define web_v4 = 127.0.0.2\ndefine web_v6 = 2001:DB8::2:3\n";
+
+#[test]
+fn an_upgrade_from_the_python_addon_keeps_the_backup_in_use() {
+    in_netns(|| {
+        sh(
+            "ip -6 addr add 2001:db8::2:2/128 dev lo nodad; ip -6 addr add 2001:db8::2:3/128 dev lo nodad",
+        );
+        let _listeners = [
+            listen("127.0.0.1", PORT),
+            listen("127.0.0.2", PORT),
+            listen("2001:db8::2:2", PORT),
+            listen("2001:db8::2:3", PORT),
+        ];
+        let f = Fixture::new();
+        // The reference's example spelling, and no preemption: traffic stays where it is.
+        f.write_config(&format!(
+            r#"{{"settings": {{"preempt": false}}, "failover": {{"web": {{
+                "ip4": ["127.0.0.1", "127.0.0.2"],
+                "ip6": ["2001:DB8::2:2", "2001:DB8::2:3"], "port": {PORT}}}}}}}"#
+        ));
+        f.write_main("  ip daddr $web_v4 counter\n  ip6 daddr $web_v6 counter");
+        // The Python addon's last include, loaded; no record and no state of ours yet.
+        fs::write(&f.output, PYTHON_INCLUDE).unwrap();
+        sh(&format!("nft -f {}", f.main_config.display()));
+
+        let out = f.run(&[]);
+        assert_exit(&out, 0);
+        let log = stderr(&out);
+        let text = f.output_text().unwrap();
+        assert_eq!(define(&text, "web_v4"), Some("127.0.0.2"), "{log}");
+        // The same address, now written in the canonical form; no switch to the primary.
+        assert_eq!(define(&text, "web_v6"), Some("2001:db8::2:3"), "{log}");
+        assert!(!log.contains("->"), "a define changed: {log}");
+        assert!(
+            ruleset().contains("ip6 daddr 2001:db8::2:3 counter"),
+            "{}",
+            ruleset()
+        );
+        // From then on: unchanged.
+        let out = f.run(&[]);
+        assert_exit(&out, 0);
+        assert!(stderr(&out).contains("unchanged"), "{}", stderr(&out));
+    });
+}

@@ -472,7 +472,7 @@ fn decide(
     config: &Config,
     results: &model::Results,
     previous: &State,
-    on_disk: &HashMap<&str, &str>,
+    on_disk: &HashMap<&str, std::borrow::Cow<'_, str>>,
     now: u64,
 ) -> (Vec<model::Choice>, State) {
     let inputs = select::Inputs::new(config, previous, on_disk);

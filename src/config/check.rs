@@ -2,7 +2,7 @@
 //! address), `checks` (per-candidate overrides), `paths` (which way each candidate's probes
 //! leave) and `conntrack_cleanup`. Pure, like the rest of `config`.
 
-use super::fields::{lookup, report_duplicates};
+use super::fields::{lookup, report_duplicates, unknown_key};
 use super::values::{Family, Value};
 use crate::jsonc::Json;
 use std::fmt;
@@ -357,8 +357,10 @@ fn partial(value: &Json, at: &str, problems: &mut Vec<String>) -> Option<Partial
                     other.describe()
                 )),
             },
-            _ => problems.push(format!(
-                "{at}: unknown key {key:?}; expected one of: {CHECK_KEYS}"
+            _ => problems.push(unknown_key(
+                at,
+                key,
+                &["targets", "method", "quorum", "max_latency_ms"],
             )),
         }
     }
@@ -510,9 +512,7 @@ fn path(value: &Json, at: &str, counts: [usize; 2], problems: &mut Vec<String>) 
                     }
                 }
             }
-            _ => problems.push(format!(
-                "{at}: unknown key {key:?}; expected one of: {PATH_KEYS}"
-            )),
+            _ => problems.push(unknown_key(at, key, &["interface", "mark", "source"])),
         }
     }
     out

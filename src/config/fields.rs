@@ -42,13 +42,70 @@ pub fn object<'a>(
     report_duplicates(entries, at, problems);
     for (key, _) in entries {
         if !known.contains(&key.as_str()) {
-            problems.push(format!(
-                "{at}: unknown key {key:?}; expected one of: {}",
-                known.join(", ")
-            ));
+            problems.push(unknown_key(at, key, known));
         }
     }
     Some(entries)
+}
+
+/// The problem for a key that `at` does not take: the key, the nearest known one if it looks
+/// like a misspelling of it, and what is expected.
+pub fn unknown_key(at: &str, key: &str, known: &[&str]) -> String {
+    let shown = crate::text::shorten(key, 64);
+    match nearest(key, known) {
+        Some(near) => format!(
+            "{at}: unknown key {shown:?}; did you mean {near:?}? Expected one of: {}",
+            known.join(", ")
+        ),
+        None => format!(
+            "{at}: unknown key {shown:?}; expected one of: {}",
+            known.join(", ")
+        ),
+    }
+}
+
+/// The known key `key` is most likely a misspelling of: the one at the smallest edit distance
+/// (letters inserted, removed, replaced or swapped), if that is at most a third of its length
+/// (at least 1), or one that starts with it or that it starts with.
+pub fn nearest<'a>(key: &str, known: &[&'a str]) -> Option<&'a str> {
+    let key = key.to_ascii_lowercase();
+    if key.len() > 64 {
+        return None;
+    }
+    known
+        .iter()
+        .map(|k| (edit_distance(&key, k), *k))
+        .filter(|&(d, k)| {
+            d <= (k.len() / 3).max(1)
+                || (key.len() >= 3 && (k.starts_with(key.as_str()) || key.starts_with(k)))
+        })
+        .min_by_key(|&(d, _)| d)
+        .map(|(_, k)| k)
+}
+
+/// Optimal string alignment distance: insertions, deletions, substitutions and swaps of
+/// neighbours each cost 1.
+fn edit_distance(a: &str, b: &str) -> usize {
+    let (a, b): (Vec<char>, Vec<char>) = (a.chars().collect(), b.chars().collect());
+    let mut d = vec![vec![0usize; b.len() + 1]; a.len() + 1];
+    for (i, row) in d.iter_mut().enumerate() {
+        row[0] = i;
+    }
+    for j in 0..=b.len() {
+        d[0][j] = j;
+    }
+    for i in 1..=a.len() {
+        for j in 1..=b.len() {
+            let cost = usize::from(a[i - 1] != b[j - 1]);
+            d[i][j] = (d[i - 1][j] + 1)
+                .min(d[i][j - 1] + 1)
+                .min(d[i - 1][j - 1] + cost);
+            if i > 1 && j > 1 && a[i - 1] == b[j - 2] && a[i - 2] == b[j - 1] {
+                d[i][j] = d[i][j].min(d[i - 2][j - 2] + 1);
+            }
+        }
+    }
+    d[a.len()][b.len()]
 }
 
 /// An optional integer from `min` to `max`.

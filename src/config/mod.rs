@@ -20,7 +20,7 @@ pub use values::{Family, Value, is_identifier, parse_value};
 pub use variables::Variable;
 
 use crate::jsonc::{self, Json};
-use fields::{lookup, report_duplicates};
+use fields::{lookup, report_duplicates, unknown_key};
 use settings::{SETTING_KEYS, setting};
 use std::collections::HashSet;
 use std::fmt;
@@ -95,6 +95,11 @@ fn validate(tree: &Json, problems: &mut Vec<String>) -> Option<Config> {
         return None;
     };
     report_duplicates(top, "top level", problems);
+    for (key, _) in top {
+        if let Some(problem) = misplaced_top_level_key(key) {
+            problems.push(problem);
+        }
+    }
     let mut publish = publish::Publish::default();
     let settings = match lookup(top, "settings") {
         Some(Json::Object(entries)) => {
@@ -104,9 +109,9 @@ fn validate(tree: &Json, problems: &mut Vec<String>) -> Option<Config> {
                 if !publish::setting(&mut publish, key, value, "settings", problems)
                     && !setting(&mut settings, key, value, "settings", problems)
                 {
-                    problems.push(format!(
-                        "settings: unknown key {key:?}; expected one of: {SETTING_KEYS}"
-                    ));
+                    let known: Vec<&str> =
+                        SETTING_KEYS.iter().chain(&publish::KEYS).copied().collect();
+                    problems.push(unknown_key("settings", key, &known));
                 }
             }
             settings
@@ -150,6 +155,32 @@ fn validate(tree: &Json, problems: &mut Vec<String>) -> Option<Config> {
         variables,
         publish,
     })
+}
+
+/// The keys the top level takes. Comments are `//` and `/* */`, or a `"comment"` key.
+const TOP_KEYS: [&str; 3] = ["failover", "settings", "comment"];
+
+/// The problem with a top-level key, if it is not one of `TOP_KEYS`: a setting or a variable's
+/// key put one level too high, or a misspelling. Never ignored: a lost `settings` would
+/// silently drop the admin's failure policy.
+fn misplaced_top_level_key(key: &str) -> Option<String> {
+    if TOP_KEYS.contains(&key) {
+        return None;
+    }
+    let shown = crate::text::shorten(key, 64);
+    Some(
+        if SETTING_KEYS.contains(&key) || publish::KEYS.contains(&key) {
+            format!(
+                "top level: {shown:?} is a setting; move it into \"settings\": {{\"settings\": {{\"{key}\": …}}}}"
+            )
+        } else if variables::all_keys().contains(&key) {
+            format!(
+                "top level: {shown:?} belongs to a variable; move it into one: {{\"failover\": {{\"NAME\": {{\"{key}\": …}}}}}}"
+            )
+        } else {
+            unknown_key("top level", key, &TOP_KEYS)
+        },
+    )
 }
 
 #[cfg(test)]
@@ -466,13 +497,59 @@ mod tests {
     }
 
     #[test]
-    fn other_top_level_keys_are_ignored() {
+    fn unknown_top_level_keys_are_refused_with_a_hint() {
+        // A comment key is fine, at the top level and in a variable.
         let c = parse(
-            r#"{"comment": "x", "failover": {"a": {"ip4": "1.1.1.1", "port": 1}}}"#,
+            r#"{"comment": "x", "failover": {"a": {"comment": "y", "ip4": "1.1.1.1", "port": 1}}}"#,
             Path::new("f"),
         )
         .unwrap();
         assert_eq!(c.variables.len(), 1);
+        let var = r#""failover": {"a": {"ip4": "1.1.1.1", "port": 1}}"#;
+        let one = |top: &str| one_problem(&format!("{{{top}, {var}}}"));
+        assert_eq!(
+            one(r#""setings": {"all_down": "first"}"#),
+            "top level: unknown key \"setings\"; did you mean \"settings\"? Expected one of: failover, settings, comment"
+        );
+        assert_eq!(
+            one(r#""mqtt": {"broker": "x"}"#),
+            "top level: \"mqtt\" is a setting; move it into \"settings\": {\"settings\": {\"mqtt\": …}}"
+        );
+        assert!(one(r#""on_change": {}"#).contains("is a setting"));
+        assert!(one(r#""all_down": "keep""#).contains("is a setting"));
+        assert!(one(r#""port": 1"#).contains("belongs to a variable"));
+        assert_eq!(
+            one(r#""xyz": 1"#),
+            "top level: unknown key \"xyz\"; expected one of: failover, settings, comment"
+        );
+        // Suggestions inside the sections too.
+        assert!(
+            one_problem(r#"{"settings": {"all_dwon": "keep"}, "failover": {"a": {"ip4": "1.1.1.1", "port": 1}}}"#)
+                .contains("did you mean \"all_down\"?")
+        );
+        assert!(
+            one_problem(r#"{"failover": {"a": {"ip4": "1.1.1.1", "prot": 1, "port": 1}}}"#)
+                .contains("failover.a: unknown key \"prot\"; did you mean \"port\"?")
+        );
+        // A huge key is echoed shortened.
+        let long = "k".repeat(100_000);
+        let p = one(&format!("\"{long}\": 1"));
+        assert!(p.len() < 300, "{}", p.len());
+    }
+
+    #[test]
+    fn nearest_keys_are_close_misspellings_only() {
+        use fields::nearest;
+        let known = ["settings", "failover", "comment"];
+        assert_eq!(nearest("setings", &known), Some("settings"));
+        assert_eq!(nearest("Settings", &known), Some("settings"));
+        assert_eq!(nearest("failvoer", &known), Some("failover"));
+        assert_eq!(nearest("fail", &known), Some("failover"));
+        assert_eq!(nearest("xyz", &known), None);
+        assert_eq!(
+            nearest("timeout", &["command", "timeout_ms"]),
+            Some("timeout_ms")
+        );
     }
 
     #[test]

@@ -339,7 +339,7 @@ mod tests {
         .unwrap_err();
         for expected in [
             "settings.on_change.command: expected a non-empty list of strings",
-            "settings.on_change: unknown key \"timeout\"; expected one of: command, timeout_ms",
+            "settings.on_change: unknown key \"timeout\"; did you mean \"timeout_ms\"? Expected one of: command, timeout_ms",
             "settings.mqtt.base_topic: expected topic levels separated by '/', without wildcards",
             "settings.mqtt.node_id: expected letters, digits, _ and - only",
             "settings.mqtt.credentials_file: expected an absolute path, found \"creds\"",

@@ -1,7 +1,7 @@
 //! The `settings` section, global or inside a variable: timeouts, flapping rules, the
 //! all-down policy and the apply mode. Pure.
 
-use super::fields::report_duplicates;
+use super::fields::{report_duplicates, unknown_key};
 use super::values::{Family, Value, parse_value};
 use crate::jsonc::Json;
 use std::net::IpAddr;
@@ -106,8 +106,17 @@ impl Settings {
     }
 }
 
-pub const SETTING_KEYS: &str = "timeout_ms, fall, rise, preempt, preempt_delay_s, all_down, fallback, \
-                            apply (and at the top level: on_change, metrics, mqtt)";
+/// The keys of `settings` that a variable may override too.
+pub const SETTING_KEYS: [&str; 8] = [
+    "timeout_ms",
+    "fall",
+    "rise",
+    "preempt",
+    "preempt_delay_s",
+    "all_down",
+    "fallback",
+    "apply",
+];
 
 /// Parses one settings key into `settings`; returns false if the key is not a setting.
 pub fn setting(
@@ -185,9 +194,7 @@ fn fallback(value: &Json, at: &str, problems: &mut Vec<String>) -> Option<Fallba
             "ip4" => (Family::V4, &mut ip4),
             "ip6" => (Family::V6, &mut ip6),
             _ => {
-                problems.push(format!(
-                    "{at}.fallback: unknown key {key:?}; expected ip4 and/or ip6"
-                ));
+                problems.push(unknown_key(&format!("{at}.fallback"), key, &["ip4", "ip6"]));
                 continue;
             }
         };

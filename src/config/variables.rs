@@ -2,7 +2,7 @@
 //! force for it. Pure.
 
 use super::check;
-use super::fields::{lookup, report_duplicates};
+use super::fields::{lookup, report_duplicates, unknown_key};
 use super::settings::{AllDown, ApplyMode, Fallback, Policy, SETTING_KEYS, Settings, setting};
 use super::values::{Family, Value, is_identifier, parse_value};
 use crate::jsonc::Json;
@@ -115,6 +115,19 @@ fn check_policy(var: &Variable, at: &str, problems: &mut Vec<String>) {
 const VARIABLE_KEYS: &str =
     "ip4, ip6, port, values, check, checks, paths, conntrack_cleanup, or a setting";
 
+/// A variable's own keys; it also takes `check::KEYS` and the `SETTING_KEYS` it overrides.
+pub const OWN_KEYS: [&str; 5] = ["ip4", "ip6", "port", "values", "comment"];
+
+/// Every key a variable takes, for messages and suggestions.
+pub fn all_keys() -> Vec<&'static str> {
+    OWN_KEYS
+        .iter()
+        .chain(&check::KEYS)
+        .chain(&SETTING_KEYS)
+        .copied()
+        .collect()
+}
+
 pub fn validate_variable(
     name: &str,
     body: &Json,
@@ -140,14 +153,11 @@ pub fn validate_variable(
     report_duplicates(entries, &at, problems);
     let mut overrides = Settings::default();
     for (key, value) in entries {
-        if !matches!(key.as_str(), "ip4" | "ip6" | "port" | "values")
+        if !OWN_KEYS.contains(&key.as_str())
             && !check::KEYS.contains(&key.as_str())
             && !setting(&mut overrides, key, value, &at, problems)
         {
-            problems.push(format!(
-                "{at}: unknown key {key:?}; expected one of: ip4, ip6, port, values, \
-                 check, checks, paths, conntrack_cleanup, {SETTING_KEYS}"
-            ));
+            problems.push(unknown_key(&at, key, &all_keys()));
         }
     }
     // With a check, probes go to its targets, so the candidate's own port is not needed.

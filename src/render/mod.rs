@@ -7,6 +7,7 @@ use crate::jsonc::Json;
 use crate::model::Choice;
 use live::LIVE_MARKER;
 use md5::{Digest, Md5};
+use std::borrow::Cow;
 use std::collections::{HashMap, HashSet};
 use std::fmt::Write;
 use std::path::Path;
@@ -187,16 +188,30 @@ pub fn md5_hex(bytes: &[u8]) -> String {
         })
 }
 
-/// The `define NAME = VALUE` pairs of an include we rendered earlier: to log what changed, and
-/// to know what is live for `all_down: "keep"`. Only identifier names with [`is_literal`] values
-/// are returned, so whatever else the file on disk holds is never carried into a new include.
-pub fn parse_defines(text: &str) -> HashMap<&str, &str> {
+/// The `define NAME = VALUE` pairs of an include rendered earlier (by this tool or the Python
+/// addon): to log what changed, and to know which candidate is in effect. Values are compared as
+/// values, not as text: each is parsed and returned in the canonical form this tool renders
+/// (`2001:DB8::2:3`, as the Python addon copies it from the config, is `2001:db8::2:3`). Only
+/// identifier names with values that parse as literals are returned, and only in [`is_literal`]
+/// form, so whatever else the file on disk holds is never carried into a new include.
+pub fn parse_defines(text: &str) -> HashMap<&str, Cow<'_, str>> {
     text.lines()
         .filter_map(|l| l.strip_prefix("define "))
         .filter_map(|l| l.split_once(" = "))
         .map(|(k, v)| (k.trim(), v.trim()))
-        .filter(|(k, v)| config::is_identifier(k) && is_literal(v))
+        .filter(|(k, _)| config::is_identifier(k))
+        .filter_map(|(k, v)| Some((k, canonical(v)?)))
         .collect()
+}
+
+/// `text` as this tool renders the same literal, if it is one.
+fn canonical(text: &str) -> Option<Cow<'_, str>> {
+    if is_literal(text) {
+        return Some(Cow::Borrowed(text));
+    }
+    let value = config::parse_value(&Json::String(text.to_string()))?;
+    let shown = value.to_string();
+    is_literal(&shown).then_some(Cow::Owned(shown))
 }
 
 #[cfg(test)]
@@ -228,7 +243,7 @@ mod tests {
             }
         }
         let empty = Default::default();
-        let inputs = select::Inputs::new(&config, &empty, &Default::default());
+        let inputs = select::Inputs::new(&config, &empty, &HashMap::<&str, &str>::new());
         let (choices, _) = select::decide(&config, &results, &inputs, 0);
         include(&config, &choices)
     }
@@ -394,7 +409,7 @@ mod tests {
         .unwrap();
         let results = crate::model::empty_results(&config);
         let empty = Default::default();
-        let inputs = crate::select::Inputs::new(&config, &empty, &Default::default());
+        let inputs = crate::select::Inputs::new(&config, &empty, &HashMap::<&str, &str>::new());
         let (choices, _) = crate::select::decide(&config, &results, &inputs, 0);
         let text = include(&config, &choices);
         assert!(text.contains("table inet nftables_failover {"), "{text}");
@@ -443,8 +458,16 @@ mod tests {
     #[test]
     fn parse_defines_drops_what_include_would_not_write() {
         let text = "define a_v4 = 10.0.0.1\ndefine b_v4 = 1; flush ruleset\ndefine c d = 1\n\
-                    define e_v4 = {1}\ndefine f_v6 = 2001:DB8::1\n";
+                    define e_v4 = {1}\ndefine f_v6 = 2001:DB8::1\ndefine g_v4 = 007\n";
         let d = parse_defines(text);
-        assert_eq!(d, HashMap::from([("a_v4", "10.0.0.1")]));
+        // Values in another spelling of the same literal come back canonical.
+        assert_eq!(
+            d,
+            HashMap::from([
+                ("a_v4", "10.0.0.1".into()),
+                ("f_v6", "2001:db8::1".into()),
+                ("g_v4", "7".into())
+            ])
+        );
     }
 }
