@@ -171,12 +171,14 @@ fn run_once(cli: &Cli) -> u8 {
             match result {
                 Ok(how) => {
                     log::info(&format!(
-                        "{}: applied and {} ({:.0} ms)",
+                        "{}: {} ({:.0} ms)",
                         plan.output.display(),
                         match how {
-                            apply::Applied::Reloaded => "nftables reloaded".to_string(),
-                            apply::Applied::Live =>
-                                format!("table inet {} updated live", crate::render::live::TABLE),
+                            apply::Applied::Reloaded(r) => r.describe(),
+                            apply::Applied::Live => format!(
+                                "applied and table inet {} updated live",
+                                crate::render::live::TABLE
+                            ),
                         },
                         started.elapsed().as_secs_f64() * 1e3
                     ));

@@ -333,3 +333,48 @@ fn an_unreachable_broker_costs_at_most_the_timeout_after_the_apply() {
         assert!(took < Duration::from_millis(2000), "{took:?}");
     });
 }
+
+/// The node id defaults to the host name, read with gethostname(2): under the unit's
+/// `ProcSubset=pid` there is no /proc/sys, and two routers must not share one node.
+#[test]
+fn the_node_id_is_the_host_name_under_the_units_proc_subset() {
+    in_netns(|| {
+        let _primary = listen("127.0.0.1", PORT);
+        let f = Fixture::new();
+        let _broker = Broker::start(f.dir.path(), "allow_anonymous true");
+        f.write_config(&format!(
+            r#"{{"settings": {{"mqtt": {{"broker": "127.0.0.1", "port": {MQTT_PORT}}}}},
+                "failover": {{"web": {{"ip4": ["127.0.0.1"], "port": {PORT}}}}}}}"#
+        ));
+        f.write_main("  ip daddr $web_v4 tcp dport 8443 accept");
+        // A host name of its own and the unit's /proc (ProtectProc=invisible, ProcSubset=pid).
+        let script = "hostname router-a.example && \
+                      mount -t proc -o hidepid=invisible,subset=pid proc /proc && \
+                      test ! -e /proc/sys/kernel/hostname && exec \"$0\" \"$@\"";
+        let mut cmd = f.command(
+            &[
+                "unshare",
+                "--uts",
+                "--mount",
+                "--pid",
+                "--fork",
+                "--propagation",
+                "private",
+                "sh",
+                "-c",
+                script,
+            ],
+            &f.reload(),
+        );
+        cmd.arg("-v");
+        let out = output_within(cmd, Duration::from_secs(30));
+        assert_exit(&out, 0);
+        let msgs = retained(&[]);
+        assert!(
+            msgs.contains_key("nftables-failover/router-a_example/web_v4"),
+            "{msgs:#?}\n{}",
+            stderr(&out)
+        );
+        assert!(!msgs.keys().any(|t| t.contains("localhost")), "{msgs:#?}");
+    });
+}

@@ -20,10 +20,12 @@ fn repo(path: &str) -> PathBuf {
 
 /// The commands the binary runs through `sudo -n` when not root (src/command.rs,
 /// src/apply/mod.rs, src/apply/live.rs); the sudoers file must allow exactly these.
-const SUDO_COMMANDS: [&str; 5] = [
+const SUDO_COMMANDS: [&str; 7] = [
     "/usr/sbin/nft -c -f /run/nftables-failover/main.nft",
     "/usr/sbin/nft -c -f /etc/nftables.conf",
     "/usr/bin/systemctl reload nftables.service",
+    "/usr/bin/systemctl is-active nftables.service",
+    "/usr/bin/systemctl start nftables.service",
     "/usr/sbin/nft -c -j -f /run/nftables-failover/live.json",
     "/usr/sbin/nft -j -f /run/nftables-failover/live.json",
 ];

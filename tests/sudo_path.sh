@@ -107,12 +107,24 @@ cat >/etc/nftables.d/addons/failover.json <<EOF
 EOF
 chmod 0644 /etc/nftables.d/addons/failover.json
 
-# "systemctl reload nftables.service" must really load /etc/nftables.conf, in this namespace.
+# "systemctl reload nftables.service" must really load /etc/nftables.conf, in this namespace;
+# "is-active" and "start" play a unit whose state is kept in /run/test-unit/state.
+mkdir -m 0755 /run/test-unit
+echo active >/run/test-unit/state
 cat >"$W/systemctl" <<'EOF'
 #!/bin/sh
-[ "$*" = "reload nftables.service" ] || { echo "test systemctl: unexpected arguments: $*" >&2; exit 1; }
 [ "$(id -u)" = 0 ] || { echo "test systemctl: not root" >&2; exit 1; }
-exec /usr/sbin/nft -f /etc/nftables.conf
+state=$(cat /run/test-unit/state)
+case "$*" in
+"reload nftables.service")
+    [ "$state" = active ] || { echo "nftables.service is not active, cannot reload." >&2; exit 1; }
+    exec /usr/sbin/nft -f /etc/nftables.conf ;;
+"is-active nftables.service")
+    echo "$state"; [ "$state" = active ] || exit 3 ;;
+"start nftables.service")
+    /usr/sbin/nft -f /etc/nftables.conf && echo active >/run/test-unit/state ;;
+*) echo "test systemctl: unexpected arguments: $*" >&2; exit 1 ;;
+esac
 EOF
 chmod 0755 "$W/systemctl"
 [ -x /usr/bin/systemctl ] || fail "/usr/bin/systemctl is missing (install systemd); the sudoers rule names it"
@@ -124,7 +136,7 @@ install -d -o "$SVC_USER" -g "$SVC_USER" -m 0700 /run/nftables-failover
 install -d -o "$SVC_USER" -g "$SVC_USER" -m 0750 /var/lib/nftables-failover
 # ReadWritePaths= and the directories stay writable: bind them onto themselves first, so the
 # read-only remounts below do not reach them.
-for rw in /etc/nftables.d/addons /run/nftables-failover /var/lib/nftables-failover; do
+for rw in /etc/nftables.d/addons /run/nftables-failover /var/lib/nftables-failover /run/test-unit; do
     mount --bind "$rw" "$rw"
 done
 # ProtectHome=yes: inaccessible.
@@ -221,6 +233,28 @@ as_user "$W/nftables-failover" -v || { show; fail "the unchanged run failed"; }
 grep -q "unchanged" "$W/err" || { show; fail "second run did not report 'unchanged'"; }
 grep -q "sudo" "$W/err" && { show; fail "an unchanged run must not run sudo"; }
 
+step "nftables.service failed (no include at boot): the run asks its state and starts it"
+rm /etc/nftables.d/addons/failover.nft
+"${T[@]}" nft flush ruleset
+echo failed >/run/test-unit/state
+as_user "$W/nftables-failover" -v || { show; fail "the run with a failed nftables.service exited non-zero"; }
+for line in "/usr/bin/systemctl reload nftables.service" "/usr/bin/systemctl is-active nftables.service" "/usr/bin/systemctl start nftables.service"; do
+    grep -q "running: .*sudo -n $line\$" "$W/err" || { show; fail "no 'sudo -n $line'"; }
+done
+grep -q "nftables.service started: it had failed" "$W/err" || { show; fail "no 'started' log line"; }
+[ "$(cat /run/test-unit/state)" = active ] || fail "nftables.service was not started"
+"${T[@]}" nft list ruleset | grep -q "ip daddr 127.0.0.2 tcp dport 443 accept" || fail "the start did not load the ruleset"
+
+step "nftables.service inactive (not in use): never started, the include installed"
+rm /etc/nftables.d/addons/failover.nft
+echo inactive >/run/test-unit/state
+as_user "$W/nftables-failover" -v || { show; fail "the run with an inactive nftables.service exited non-zero"; }
+grep -q "running: .*sudo -n /usr/bin/systemctl is-active nftables.service" "$W/err" || { show; fail "no is-active query"; }
+grep -q "systemctl start" "$W/err" && { show; fail "an inactive nftables.service was started"; }
+grep -q "installed, not loaded: nftables.service is inactive" "$W/err" || { show; fail "no 'not loaded' log line"; }
+[ -e /etc/nftables.d/addons/failover.nft ] || fail "the include was not installed"
+echo active >/run/test-unit/state
+
 step "live mode: a hand-flushed set is restored through sudo with the fixed live.json lines"
 cp /etc/nftables.d/addons/failover.json "$W/failover.json.reload"
 sed -i 's/"timeout_ms": 1000}/"timeout_ms": 1000, "apply": "live"}/' /etc/nftables.d/addons/failover.json
@@ -269,6 +303,9 @@ refused /usr/sbin/nft -j -f /run/nftables-failover/live.json -f /etc/shadow
 refused /usr/sbin/nft -c -j -f /run/nftables-failover/main.nft
 refused /usr/sbin/nft -j -c -f /run/nftables-failover/live.json
 refused /usr/bin/systemctl restart nftables.service
+refused /usr/bin/systemctl stop nftables.service
+refused /usr/bin/systemctl start sshd.service
+refused /usr/bin/systemctl is-active sshd.service
 refused /bin/sh -c id
 
 step "NoNewPrivileges (implied by RestrictAddressFamilies= etc.) would break sudo"

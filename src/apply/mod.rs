@@ -3,6 +3,7 @@
 //! applied include byte for byte if any step after the replacement fails.
 
 pub mod live;
+pub mod reload;
 pub mod settle;
 
 use crate::command::Runner;
@@ -129,23 +130,24 @@ pub fn apply(
     new_text: &str,
     on_disk: Option<&[u8]>,
     record: Option<InEffect>,
-) -> Result<()> {
+) -> Result<reload::Reloaded> {
     let started = Instant::now();
     gate(new_text)?;
     let redeclare = shape_changed(in_effect(on_disk, record.as_ref()), new_text.as_bytes());
     check_staged(plan, runner, new_text, redeclare)?;
     let rollback = install(plan, new_text, on_disk, record)?;
     let installed = nft_check(plan, runner, &plan.main_config, "check of the main config")
-        .and_then(|()| runner.run("reload", &plan.reload).map_err(Into::into));
-    if let Err(e) = installed {
-        return Err(restore_after(plan, &rollback, e));
-    }
+        .and_then(|()| reload::reload(runner, &plan.reload));
+    let reloaded = match installed {
+        Ok(r) => r,
+        Err(e) => return Err(restore_after(plan, &rollback, e)),
+    };
     record_applied(&plan.output, new_text);
     crate::log::debug(&format!(
         "apply took {:.1} ms",
         started.elapsed().as_secs_f64() * 1e3
     ));
-    Ok(())
+    Ok(reloaded)
 }
 
 /// Replaces the include with `new_text`, first recording what is in effect if no record says
@@ -172,6 +174,10 @@ fn install(
 /// Puts the last applied include back after `e` failed a step that followed `install`.
 fn restore_after(plan: &Plan, rollback: &InEffect, e: anyhow::Error) -> anyhow::Error {
     match restore(&plan.output, rollback.bytes()) {
+        Ok(()) if rollback == &InEffect::Absent => e.context(format!(
+            "removed the new {} again (there was none before); the firewall keeps its running rules and the next run retries",
+            plan.output.display()
+        )),
         Ok(()) => e.context(format!(
             "restored the last applied {}; the firewall keeps its running rules and the next run retries",
             plan.output.display()
@@ -185,9 +191,9 @@ fn restore_after(plan: &Plan, rollback: &InEffect, e: anyhow::Error) -> anyhow::
 }
 
 /// How an applied change reached the kernel.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Applied {
-    Reloaded,
+    Reloaded(reload::Reloaded),
     Live,
 }
 
@@ -205,7 +211,7 @@ pub fn apply_change(
     let live_only = !objects.is_empty()
         && old.is_some_and(|old| only_values_changed(old, new_text.as_bytes(), objects));
     if !live_only {
-        return apply(plan, runner, new_text, on_disk, record).map(|()| Applied::Reloaded);
+        return apply(plan, runner, new_text, on_disk, record).map(Applied::Reloaded);
     }
     let old = old
         .expect("live_only implies an include in effect")
@@ -220,7 +226,7 @@ pub fn apply_change(
             "table inet {} is not in the running ruleset (flushed?); reloading nftables to recreate it",
             TABLE
         ));
-        return apply(plan, runner, new_text, on_disk, record).map(|()| Applied::Reloaded);
+        return apply(plan, runner, new_text, on_disk, record).map(Applied::Reloaded);
     };
     // The kernel switched. A boot or a reload must load the same values, so the include is
     // installed only if the main config accepts it, as in reload mode, and otherwise the kernel

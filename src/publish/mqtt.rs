@@ -37,12 +37,25 @@ impl Node {
     }
 }
 
+/// The host name from gethostname(2): the service's sandbox (`ProcSubset=pid`) hides
+/// /proc/sys, and reading it there gave every router the same "localhost".
 fn hostname() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .map(|s| s.trim().to_string())
-        .ok()
-        .filter(|s| !s.is_empty())
-        .unwrap_or_else(|| "localhost".into())
+    let mut buf = [0u8; 256];
+    // SAFETY: the buffer is valid for its length; gethostname NUL-terminates within it when the
+    // name fits, and the last byte is never written, so the search below always ends.
+    let rc = unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len() - 1) };
+    let name = match rc {
+        0 => {
+            let end = buf.iter().position(|&b| b == 0).unwrap_or(buf.len() - 1);
+            String::from_utf8_lossy(&buf[..end]).trim().to_string()
+        }
+        _ => String::new(),
+    };
+    if name.is_empty() {
+        "localhost".into()
+    } else {
+        name
+    }
 }
 
 /// Letters, digits, `_` and `-` kept, anything else (`.` and `:` of addresses) becomes `_`:

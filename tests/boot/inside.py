@@ -234,9 +234,12 @@ def readme_install():
     ok("README step 2: include written by the service user", owner)
     if not owner.startswith(f"{USER}:"):
         fail(f"{INCLUDE} is {owner}, expected to be written by {USER}")
-    # 3. Include it in nftables.conf and reload nftables. Step 2 already started
-    #    nftables.service (the service Wants= it) with Debian's default nftables.conf; on a fresh
-    #    Debian it is not enabled, so enable it too, or the firewall waits for the timer at boot.
+    # 3. Include it in nftables.conf and reload nftables. Step 2 did not start nftables.service
+    #    (on a fresh Debian it is neither enabled nor running, and the service never pulls it
+    #    in); enable it, or the firewall waits for the timer at boot.
+    was_active = show("nftables.service", "ActiveState")
+    if was_active != "inactive":
+        fail(f"nftables.service is {was_active} after the first run; it must not be started as a side effect")
     write("/etc/nftables.conf", NFTABLES_CONF)
     was = (show("nftables.service", "UnitFileState"), show("nftables.service", "ActiveState"))
     sh("systemctl", "enable", "--now", "nftables.service")
@@ -773,6 +776,58 @@ def lifecycle():
        + owners.replace("\n", ", ") + ", nftables.conf still valid")
 
 
+def first_install_orders():
+    """The package installed after the site's nftables.conf already uses the defines (nftables
+    failed at its start for lack of the include), and on a host that does not use
+    nftables.service at all (another tool's rules must survive)."""
+    d = "/etc/systemd/system/nftables.service.d"
+    shutil.rmtree(d, ignore_errors=True)  # no Restart=on-failure: the unit stays failed
+    sh("systemctl", "daemon-reload")
+    for f in (INCLUDE, f"{ADDONS}/.failover.nft.applied"):
+        if os.path.exists(f):
+            os.remove(f)
+    write("/etc/nftables.conf", NFTABLES_CONF)
+    sh("systemctl", "enable", "nftables.service")
+    sh("systemctl", "restart", "nftables.service", check=False)
+    state = show("nftables.service", "ActiveState")
+    if state != "failed":
+        fail(f"nftables.service is {state} with an nftables.conf that uses a missing define")
+    install()
+    write(CONFIG, config(), 0o640, USER)
+    c = cursor()
+    sh("systemctl", "start", UNIT)
+    state = show("nftables.service", "ActiveState")
+    said = [message(e) for e in journal(c) if "started: it had failed" in message(e)]
+    if state != "active" or ruleset_target() != PRIMARY or not said:
+        fail(f"after the first run nftables.service is {state}, ruleset target {ruleset_target()}, "
+             f"log {[message(e) for e in journal(c)]}")
+    ok("first install, site config first: the failed nftables.service is started by the first run",
+       f"nftables.service failed -> {state}; {said[0]}")
+    sh("systemctl", "start", UNIT)
+    if ruleset_target() != PRIMARY:
+        fail("the second run changed the ruleset")
+
+    # A host where nftables.service is not used: another tool owns the running rules.
+    sh("systemctl", "disable", "--now", "nftables.service")
+    sh("nft", "add", "table", "ip", "docker_like")
+    wants = show(UNIT, "Wants")
+    if "nftables.service" in wants:
+        fail(f"{UNIT} Wants={wants}: starting it would start nftables.service")
+    write(CONFIG, config({"db": {"ip4": [BACKUP], "port": PORT}}), 0o640, USER)
+    c = cursor()
+    sh("systemctl", "start", UNIT)
+    state = show("nftables.service", "ActiveState")
+    rules = out("nft", "list", "ruleset")
+    said = [message(e) for e in journal(c) if "installed, not loaded" in message(e)]
+    if state != "inactive" or "table ip docker_like" not in rules or not said:
+        fail(f"nftables.service {state}, ruleset:\n{rules}\nlog {[message(e) for e in journal(c)]}")
+    if f"define db_v4 = {BACKUP}" not in read(INCLUDE):
+        fail(f"the include was not installed:\n{read(INCLUDE)}")
+    ok("first install, nftables.service not in use: never started, other rules kept",
+       f"nftables.service {state}, table ip docker_like still loaded; {said[0][:90]}")
+    sh("nft", "delete", "table", "ip", "docker_like")
+
+
 def main():
     if sys.argv[1:] == ["probe"]:
         probe()
@@ -788,6 +843,7 @@ def main():
         c = readme_enable_timer()
         failover(listeners, c)
         lifecycle()
+        first_install_orders()
     finally:
         for l in listeners.values():
             l.stop()
