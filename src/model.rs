@@ -149,11 +149,19 @@ pub struct FamilyState {
     pub selected: Option<usize>,
     #[serde(default)]
     pub rendered: Option<String>,
+    /// No candidate counted as up in that run: the all-down warning is logged when this
+    /// starts, not on every run it lasts.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub all_down: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct CandidateState {
     pub address: IpAddr,
+    /// How it was probed (its check and path, see `Variable::probe_key`), for variables with
+    /// `check`/`paths`: history follows the address and the way it is probed together.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub probe: Option<String>,
     /// `None` until the candidate has been checked once.
     #[serde(default)]
     pub counted: Option<Counted>,

@@ -28,7 +28,8 @@ pub fn observe(
     if ok == prev.up {
         return Some(Counted { streak: 0, ..prev });
     }
-    let streak = prev.streak + 1;
+    // Saturating: a state file may hold any number, and a streak never wraps back to 0.
+    let streak = prev.streak.saturating_add(1);
     let needed = if prev.up { fall } else { rise };
     Some(if streak >= needed {
         Counted {
@@ -119,7 +120,7 @@ impl Seen {
 
 /// The first index in `range` for which `pred` holds; `Err(())` if a pending result decides
 /// which one it is.
-fn first(range: std::ops::Range<usize>, pred: impl Fn(usize) -> Tri) -> Result<Option<usize>, ()> {
+fn first(range: std::ops::Range<usize>, pred: &dyn Fn(usize) -> Tri) -> Result<Option<usize>, ()> {
     for i in range {
         match pred(i) {
             Some(true) => return Ok(Some(i)),
@@ -142,7 +143,26 @@ pub fn choose(
     policy: &Policy,
     now: u64,
 ) -> Option<(Pick, Reason)> {
-    let eligible = |i: usize| seen[i].eligible(policy, now);
+    choose_from(seen.len(), |i| seen[i], 0, current, policy, now)
+}
+
+/// [`choose`] over `len` candidates read through `seen`, for a run that asks again after every
+/// batch of results: nothing is copied, and the scans start at `skip`. The caller guarantees
+/// that every candidate below `skip` has answered in this run and failed (`ok == Some(false)`):
+/// such a candidate can neither attract traffic nor preempt, whatever its counters, so
+/// skipping it changes no answer, and a variable with many candidates is decided in linear time.
+pub fn choose_from(
+    len: usize,
+    seen: impl Fn(usize) -> Seen,
+    skip: usize,
+    current: Option<usize>,
+    policy: &Policy,
+    now: u64,
+) -> Option<(Pick, Reason)> {
+    let scan = |range: std::ops::Range<usize>, pred: &dyn Fn(usize) -> Tri| {
+        first(range.start.max(skip)..range.end, pred)
+    };
+    let eligible = |i: usize| seen(i).eligible(policy, now);
     let ranked = |i: usize| {
         if i == 0 {
             Reason::Preferred
@@ -150,13 +170,13 @@ pub fn choose(
             Reason::FailedOver
         }
     };
-    let current = current.filter(|&c| c < seen.len());
+    let current = current.filter(|&c| c < len);
     if let Some(cur) = current {
         // A current candidate that still counts as up stays unless preemption moves traffic
         // to a better one; only a better candidate that answered now is a reason to move.
-        if seen[cur].up(policy, now)? {
-            let eligible = |i: usize| seen[i].eligible_to_preempt(policy, now);
-            let Some(best) = first(0..cur, eligible).ok()? else {
+        if seen(cur).up(policy, now)? {
+            let eligible = |i: usize| seen(i).eligible_to_preempt(policy, now);
+            let Some(best) = scan(0..cur, &eligible).ok()? else {
                 return Some((Pick::Candidate(cur), ranked(cur)));
             };
             if !policy.preempt {
@@ -165,16 +185,16 @@ pub fn choose(
             let delay = policy.preempt_delay_s;
             let settled = |i: usize| match eligible(i) {
                 Some(false) => Some(false),
-                e if seen[i].up_for(policy, now) >= delay => e,
+                e if seen(i).up_for(policy, now) >= delay => e,
                 _ => Some(false),
             };
-            return Some(match first(best..cur, settled).ok()? {
+            return Some(match scan(best..cur, &settled).ok()? {
                 Some(i) => (Pick::Candidate(i), ranked(i)),
                 None => (
                     Pick::Candidate(cur),
                     Reason::PreemptDelay {
                         better: best,
-                        left_s: delay - seen[best].up_for(policy, now),
+                        left_s: delay - seen(best).up_for(policy, now),
                     },
                 ),
             });
@@ -182,7 +202,7 @@ pub fn choose(
     }
     // No current candidate, or it counts as down: fail over at once (never waiting for
     // preempt_delay_s) to the best candidate that answered.
-    Some(match first(0..seen.len(), eligible).ok()? {
+    Some(match scan(0..len, &eligible).ok()? {
         Some(i) => (Pick::Candidate(i), ranked(i)),
         None => {
             let pick = match policy.all_down {
@@ -498,5 +518,28 @@ mod tests {
             pick(&all_down, Some(1), &p, 0),
             (Pick::Fallback, Reason::AllDown(AllDown::Fallback))
         );
+    }
+
+    #[test]
+    fn a_streak_at_its_maximum_does_not_wrap() {
+        let prev = Counted {
+            up: true,
+            streak: u32::MAX,
+            since: 1,
+        };
+        // One more failure: the streak stays at its maximum, which is past any fall.
+        let after = observe(Some(prev), Some(false), 1, 1000, 2).unwrap();
+        assert_eq!((after.up, after.streak, after.since), (false, 0, 2));
+        let mid = observe(
+            Some(Counted {
+                streak: u32::MAX - 1,
+                ..prev
+            }),
+            Some(false),
+            1,
+            u32::MAX,
+            2,
+        );
+        assert_eq!(mid.map(|c| (c.up, c.streak)), Some((false, 0)));
     }
 }

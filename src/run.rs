@@ -105,7 +105,7 @@ fn run_once(cli: &Cli) -> u8 {
             return EXIT_FAILED;
         }
     };
-    log_results(&config, &eval);
+    log_results(&config, &eval, &previous);
     log::debug(&format!(
         "checked and rendered in {:.1} ms",
         started.elapsed().as_secs_f64() * 1e3
@@ -294,7 +294,9 @@ fn dry_run(cli: &Cli, text: &str, need: apply::Need) -> u8 {
     EXIT_OK
 }
 
-fn log_results(config: &Config, eval: &Evaluation) {
+/// Every check result at debug level; the all-down warning when a define enters that state
+/// (every few seconds in the journal would bury it), and a line when it leaves it.
+fn log_results(config: &Config, eval: &Evaluation, previous: &State) {
     for c in &eval.choices {
         let name = &config.variables[c.variable].name;
         let define = format!("{name}_{}", c.family.suffix());
@@ -309,8 +311,18 @@ fn log_results(config: &Config, eval: &Evaluation) {
                 log::debug(&format!("{define}: {} {state}", candidate(config, c, i)));
             }
         }
-        if c.all_down() {
-            log::warn(&format!("{define}: {}", reason_text(config, c)));
+        let was = previous
+            .variables
+            .get(name)
+            .is_some_and(|v| v.family(c.family).all_down);
+        match (was, c.all_down()) {
+            (false, true) => log::warn(&format!("{define}: {}", reason_text(config, c))),
+            (true, true) => log::debug(&format!("{define}: still {}", reason_text(config, c))),
+            (true, false) => log::info(&format!(
+                "{define}: no longer all down: {}",
+                reason_text(config, c)
+            )),
+            (false, false) => {}
         }
     }
 }

@@ -6,6 +6,7 @@ use crate::model::{
     self, CandidateState, Choice, FamilyState, Health, LastCheck, Results, State, VariableState,
 };
 use crate::policy::{self, Pick, Seen};
+use std::cell::RefCell;
 use std::collections::HashMap;
 use std::net::IpAddr;
 
@@ -15,6 +16,17 @@ use std::net::IpAddr;
 pub struct Inputs<'a> {
     families: Vec<[FamilyInputs<'a>; 2]>,
     fingerprints: Vec<String>,
+    /// Per variable and family, how far `decided` has seen the results in: see [`Progress`].
+    progress: RefCell<Vec<[Progress; 2]>>,
+}
+
+/// How far the results of one family are in, kept between calls of `decided` (results only
+/// ever arrive, so both only move forward): the candidates below `failed` all answered and
+/// failed, those below `answered` all answered.
+#[derive(Debug, Clone, Copy, Default)]
+struct Progress {
+    failed: usize,
+    answered: usize,
 }
 
 struct FamilyInputs<'a> {
@@ -39,25 +51,31 @@ impl<'a> Inputs<'a> {
         let mut fingerprints = Vec::with_capacity(config.variables.len());
         for var in &config.variables {
             let fingerprint = var.fingerprint();
-            // Counters describe address:port; a new port makes them meaningless.
-            let history = previous
-                .variables
-                .get(&var.name)
-                .filter(|v| v.fingerprint == fingerprint);
+            // Counters describe address:port; a new port makes them meaningless. A state file
+            // of an earlier release names every check and path in the fingerprint instead of
+            // per candidate; it stays valid while those are unchanged.
+            let stored = previous.variables.get(&var.name);
+            let legacy = stored.is_some_and(|v| {
+                v.fingerprint != fingerprint && v.fingerprint == var.legacy_fingerprint()
+            });
+            let history = stored.filter(|v| v.fingerprint == fingerprint || legacy);
             families.push(Family::ALL.map(|family| {
                 let define = format!("{}_{}", var.name, family.suffix());
                 family_inputs(
                     var,
                     family,
                     history.map(|h| h.family(family)),
+                    legacy,
                     in_effect.get(define.as_str()).map(AsRef::as_ref),
                 )
             }));
             fingerprints.push(fingerprint);
         }
+        let progress = RefCell::new(vec![[Progress::default(); 2]; families.len()]);
         Inputs {
             families,
             fingerprints,
+            progress,
         }
     }
 
@@ -79,8 +97,24 @@ impl<'a> Inputs<'a> {
         if fam.prev.is_empty() {
             return true;
         }
+        let mut progress = self.progress.borrow_mut();
+        let p = &mut progress[variable][family as usize];
+        // Outcomes only fill in during a run; if a caller starts over, so does the progress.
+        if p.answered > outcomes.len() || (p.answered > 0 && outcomes[p.answered - 1].is_none()) {
+            *p = Progress::default();
+        }
+        while matches!(outcomes.get(p.failed), Some(Some(h)) if !h.is_up()) {
+            p.failed += 1;
+        }
+        p.answered = p.answered.max(p.failed);
+        while matches!(outcomes.get(p.answered), Some(Some(_))) {
+            p.answered += 1;
+        }
         let policy = &config.variables[variable].policy;
-        let Some((pick, _)) = policy::choose(&fam.seen(outcomes), fam.current, policy, now) else {
+        let seen = |i: usize| fam.seen_one(outcomes, i);
+        let Some((pick, _)) =
+            policy::choose_from(fam.prev.len(), seen, p.failed, fam.current, policy, now)
+        else {
             return false;
         };
         let picked = match pick {
@@ -88,7 +122,7 @@ impl<'a> Inputs<'a> {
             Pick::Keep | Pick::Fallback => 0,
         };
         let needed = picked.max(fam.current.unwrap_or(0));
-        outcomes[..=needed].iter().all(Option::is_some)
+        needed < p.answered
     }
 }
 
@@ -96,21 +130,32 @@ fn family_inputs<'a>(
     var: &Variable,
     family: Family,
     prev: Option<&'a FamilyState>,
+    legacy: bool,
     effective: Option<&str>,
 ) -> FamilyInputs<'a> {
     let addrs = var.addrs(family);
-    // History follows the address, not the position: reordering or adding candidates keeps
-    // what is known about the others.
+    // History follows the address and the way it is probed (its check and path), not the
+    // position: adding, removing or reordering candidates keeps what is known about the others.
     let old = prev.map_or(&[][..], |p| &p.candidates[..]);
-    // Usually the list did not change: match by position first, by address otherwise.
-    let history: Vec<_> = if old.iter().map(|c| c.address).eq(addrs.iter().copied()) {
+    let key = |c: &'a CandidateState, probe: Option<String>| {
+        (c.address, if legacy { None } else { probe })
+    };
+    let keys: Vec<(IpAddr, Option<String>)> = (0..addrs.len())
+        .map(|i| (addrs[i], if legacy { None } else { var.probe_key(i) }))
+        .collect();
+    // Usually the list did not change: match by position first, by key otherwise.
+    let history: Vec<_> = if old
+        .iter()
+        .map(|c| key(c, c.probe.clone()))
+        .eq(keys.iter().cloned())
+    {
         old.iter().map(Some).collect()
     } else {
-        let mut by_address: HashMap<IpAddr, &CandidateState> = HashMap::new();
+        let mut by_key: HashMap<(IpAddr, Option<String>), &CandidateState> = HashMap::new();
         for c in old {
-            by_address.entry(c.address).or_insert(c);
+            by_key.entry(key(c, c.probe.clone())).or_insert(c);
         }
-        addrs.iter().map(|a| by_address.get(a).copied()).collect()
+        keys.iter().map(|k| by_key.get(k).copied()).collect()
     };
     // The include in effect is the truth about what is live; the last selection only tells
     // apart candidates that render the same value.
@@ -131,14 +176,16 @@ fn family_inputs<'a>(
 }
 
 impl FamilyInputs<'_> {
+    fn seen_one(&self, outcomes: &[Option<Health>], i: usize) -> Seen {
+        Seen {
+            prev: self.prev[i].and_then(|c| c.counted),
+            ok: outcomes.get(i).and_then(|o| o.as_ref()).map(Health::is_up),
+        }
+    }
+
     fn seen(&self, outcomes: &[Option<Health>]) -> Vec<Seen> {
-        self.prev
-            .iter()
-            .enumerate()
-            .map(|(i, c)| Seen {
-                prev: c.and_then(|c| c.counted),
-                ok: outcomes.get(i).and_then(|o| o.as_ref()).map(Health::is_up),
-            })
+        (0..self.prev.len())
+            .map(|i| self.seen_one(outcomes, i))
             .collect()
     }
 }
@@ -210,6 +257,7 @@ fn decide_family(
             let result = outcomes.get(i).and_then(Option::as_ref);
             CandidateState {
                 address: *addr,
+                probe: var.probe_key(i),
                 counted: policy::observe(seen[i].prev, seen[i].ok, policy.rise, policy.fall, now),
                 last: match result {
                     Some(h) => Some(last_check(h, now)),
@@ -260,6 +308,7 @@ fn decide_family(
         candidates,
         selected,
         rendered: Some(rendered),
+        all_down: choice.all_down(),
     };
     (choice, fam_state)
 }
@@ -491,5 +540,41 @@ mod tests {
             (text, state) = step(&config, &state, &text, vec![first, up()], t);
             assert!(text.contains("a_v4 = 10.0.0.1"), "run {t}: {text}");
         }
+    }
+
+    #[test]
+    fn with_paths_history_follows_address_and_path_and_old_state_files_keep_it() {
+        let json = |addrs: &str, paths: &str| {
+            format!(
+                r#"{{"failover": {{"up": {{"ip4": [{addrs}], "check": {{"targets": ["192.0.2.53:53"]}},
+                    "paths": [{paths}], "fall": 3}}}}}}"#
+            )
+        };
+        let a = r#"{"mark": 1}"#;
+        let b = r#"{"mark": 2}"#;
+        let config = parse(&json(r#""10.0.0.1", "10.0.0.2""#, &format!("{a}, {b}")));
+        let (text, state) = step(&config, &State::default(), "", vec![up(), up()], 0);
+        let (text, state) = step(&config, &state, &text, vec![down(), up()], 1);
+        assert!(text.contains("up_v4 = 10.0.0.1"), "{text}");
+        // Reordered: each candidate keeps its counters (10.0.0.1: up, 1 of 3 failures).
+        let reordered = parse(&json(r#""10.0.0.2", "10.0.0.1""#, &format!("{b}, {a}")));
+        let (_, after) = step(&reordered, &state, &text, vec![up(), down()], 2);
+        let c = &after.variables["up"].v4.candidates[1];
+        assert_eq!(c.counted.map(|k| (k.up, k.streak)), Some((true, 2)));
+        // The same address through another path is another candidate: no history.
+        let repathed = parse(&json(r#""10.0.0.1", "10.0.0.2""#, &format!("{b}, {a}")));
+        let (_, after) = step(&repathed, &state, &text, vec![down(), up()], 2);
+        let c = &after.variables["up"].v4.candidates[0];
+        assert_eq!(c.counted.map(|k| (k.up, k.streak)), Some((false, 0)));
+        // A state file of the previous release: the fingerprint names the checks and paths.
+        let mut old = state.clone();
+        let v = old.variables.get_mut("up").unwrap();
+        v.fingerprint = config.variables[0].legacy_fingerprint();
+        for c in &mut v.v4.candidates {
+            c.probe = None;
+        }
+        let (_, after) = step(&config, &old, &text, vec![down(), up()], 2);
+        let c = &after.variables["up"].v4.candidates[0];
+        assert_eq!(c.counted.map(|k| (k.up, k.streak)), Some((true, 2)));
     }
 }

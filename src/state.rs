@@ -119,6 +119,7 @@ mod tests {
                 v4: FamilyState {
                     candidates: vec![CandidateState {
                         address: "127.0.0.1".parse().unwrap(),
+                        probe: None,
                         counted: Some(Counted {
                             up: true,
                             streak: 1,
@@ -128,6 +129,7 @@ mod tests {
                     }],
                     selected: Some(0),
                     rendered: Some("127.0.0.1".into()),
+                    all_down: false,
                 },
                 v6: FamilyState::default(),
             },

@@ -290,3 +290,34 @@ fn an_upgrade_from_the_python_addon_keeps_the_backup_in_use() {
         assert!(stderr(&out).contains("unchanged"), "{}", stderr(&out));
     });
 }
+
+#[test]
+fn the_all_down_warning_is_logged_when_it_starts_not_on_every_run() {
+    in_netns(|| {
+        let f = Fixture::new();
+        f.write_config(&format!(
+            r#"{{"failover": {{"web": {{"ip4": ["127.0.0.1", "127.0.0.2"], "port": {PORT}}}}}}}"#
+        ));
+        f.write_main("  ip daddr $web_v4 counter");
+        let warned = |out: &std::process::Output| {
+            stderr(out).contains("warning: web_v4: all down: using the first candidate (127.0.0.1)")
+        };
+        let out = f.run(&[]);
+        assert_exit(&out, 0);
+        assert!(warned(&out), "{}", stderr(&out));
+        for _ in 0..2 {
+            let out = f.run(&[]);
+            assert_exit(&out, 0);
+            assert!(!warned(&out), "repeated: {}", stderr(&out));
+            assert!(!stderr(&out).contains("warning"), "{}", stderr(&out));
+        }
+        let _primary = listen("127.0.0.1", PORT);
+        let out = f.run(&[]);
+        assert_exit(&out, 0);
+        assert!(
+            stderr(&out).contains("web_v4: no longer all down: preferred candidate up"),
+            "{}",
+            stderr(&out)
+        );
+    });
+}

@@ -451,6 +451,7 @@ fn previous(config: &Config, history: &[History]) -> (State, String) {
                 candidates: Vec::new(),
                 selected: h.selected,
                 rendered: h.state_rendered.clone(),
+                all_down: false,
             }
         };
         let v4 = family_state(Family::V4);

@@ -561,7 +561,10 @@ mod tests {
         assert_eq!(paths[0].interface.as_deref(), Some("wan1"));
         assert_eq!(paths[1].mark, Some(200));
         assert_eq!(v.port, 0);
-        assert!(v.fingerprint().contains("check=icmp"));
+        // The variable's history is per port; each candidate's check and path key its own.
+        assert_eq!(v.fingerprint(), "port=0");
+        assert!(v.probe_key(0).unwrap().contains("check=icmp"));
+        assert_ne!(v.probe_key(0), v.probe_key(1));
     }
 
     #[test]

@@ -7,6 +7,7 @@ use super::settings::{AllDown, ApplyMode, Fallback, Policy, SETTING_KEYS, Settin
 use super::values::{Family, Value, is_identifier, parse_value};
 use crate::jsonc::Json;
 use crate::text::escape_controls;
+use std::collections::HashSet;
 use std::net::IpAddr;
 
 #[derive(Debug, Clone, PartialEq)]
@@ -54,7 +55,28 @@ impl Variable {
     /// follows each address (see `select::Inputs`), so adding, removing or reordering
     /// candidates keeps what is known about the others.
     pub fn fingerprint(&self) -> String {
+        format!("port={}", self.port)
+    }
+
+    /// The fingerprint state files of earlier releases used, which also held every candidate's
+    /// check and path by position: history under it is valid as long as it equals this.
+    pub fn legacy_fingerprint(&self) -> String {
         format!("port={}{}", self.port, self.uplink.fingerprint())
+    }
+
+    /// How the candidate at `index` is probed, for variables with `check` or `paths`: another
+    /// check or path says nothing about its old counters. `None` for plain TCP checks.
+    pub fn probe_key(&self, index: usize) -> Option<String> {
+        let check = self.uplink.checks.as_ref().map(|c| c[index].to_string());
+        let path = self.uplink.paths.as_ref().map(|p| p[index].to_string());
+        match (check, path) {
+            (None, None) => None,
+            (c, p) => Some(format!(
+                "check={};path={}",
+                c.unwrap_or_default(),
+                p.unwrap_or_default()
+            )),
+        }
     }
 }
 
@@ -252,7 +274,9 @@ fn addresses(
         Family::V4 => "an IPv4 address",
         Family::V6 => "an IPv6 address",
     };
-    let mut out = Vec::new();
+    let mut out = Vec::with_capacity(items.len());
+    // A set, not `out.contains`: one variable may list tens of thousands of candidates.
+    let mut seen = HashSet::with_capacity(items.len());
     for (where_, item) in items {
         let Json::String(text) = item else {
             problems.push(format!(
@@ -263,7 +287,7 @@ fn addresses(
         };
         match text.parse::<IpAddr>() {
             Ok(addr) if addr.is_ipv4() == (family == Family::V4) => {
-                if out.contains(&addr) {
+                if !seen.insert(addr) {
                     problems.push(format!(
                         "{where_}: {addr} is listed twice; each candidate once, in priority order"
                     ));

@@ -134,12 +134,13 @@ pub async fn check_all(
     decided: impl Fn(usize, Family, &[Option<Health>]) -> bool,
 ) -> io::Result<Results> {
     let mut results = model::empty_results(config);
-    let mut undecided: usize = 0;
-    for (vi, per_var) in results.iter().enumerate() {
-        for family in Family::ALL {
-            undecided += usize::from(!decided(vi, family, &per_var[family as usize]));
-        }
-    }
+    // Per variable and family: decided yet? Evaluated once per batch of results, see below.
+    let mut done: Vec<[bool; 2]> = results
+        .iter()
+        .enumerate()
+        .map(|(vi, per_var)| Family::ALL.map(|f| decided(vi, f, &per_var[f as usize])))
+        .collect();
+    let mut undecided = done.iter().flatten().filter(|d| !**d).count();
     if undecided == 0 {
         return Ok(results);
     }
@@ -190,22 +191,36 @@ pub async fn check_all(
     }
     drop(tx);
 
-    while let Some((job, health)) = rx.recv().await {
-        let tally = &mut tallies[job.candidate];
-        let (variable, family, index) = (tally.variable, tally.family, tally.index);
-        let outcomes = &mut results[variable][family as usize];
-        if outcomes[index].is_some() {
-            continue; // this candidate's quorum was already settled
+    // Results are taken in batches: whatever has arrived by the time the previous batch is
+    // counted. Deciding looks at a family's whole candidate list, so doing it once per batch
+    // rather than once per result keeps a variable with tens of thousands of candidates
+    // linear: the more time deciding takes, the more results the next batch holds.
+    let mut touched: Vec<(usize, Family)> = Vec::new();
+    'batches: while let Some(first) = rx.recv().await {
+        let mut next = Some(first);
+        while let Some((job, health)) = next {
+            let tally = &mut tallies[job.candidate];
+            let (variable, family, index) = (tally.variable, tally.family, tally.index);
+            let outcomes = &mut results[variable][family as usize];
+            if outcomes[index].is_none()
+                && let Some(health) = tally.add(job.target, job.method, health)
+            {
+                outcomes[index] = Some(health);
+                if !done[variable][family as usize] {
+                    touched.push((variable, family));
+                }
+            }
+            next = rx.try_recv().ok();
         }
-        let Some(health) = tally.add(job.target, job.method, health) else {
-            continue;
-        };
-        let was_decided = decided(variable, family, outcomes);
-        outcomes[index] = Some(health);
-        if !was_decided && decided(variable, family, outcomes) {
-            undecided -= 1;
-            if undecided == 0 {
-                break;
+        touched.sort_unstable();
+        touched.dedup();
+        for (variable, family) in touched.drain(..) {
+            if decided(variable, family, &results[variable][family as usize]) {
+                done[variable][family as usize] = true;
+                undecided -= 1;
+                if undecided == 0 {
+                    break 'batches;
+                }
             }
         }
     }
