@@ -308,15 +308,7 @@ pub fn transact(runner: &Runner, nft: &Path, file: &Path, objects: &[Object]) ->
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn obj(define: &str, kind: Kind, value: &str) -> Object {
-        Object {
-            define: define.into(),
-            port: 443,
-            kind,
-            value: value.into(),
-        }
-    }
+    use crate::render::live::obj;
 
     #[test]
     fn batch_replaces_only_owned_elements() {

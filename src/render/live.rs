@@ -176,18 +176,20 @@ pub fn with_values_of(objects: &[Object], include: &[u8]) -> Option<Vec<Object>>
         .collect()
 }
 
+/// A live object on port 443, for tests here and in `apply::live`.
+#[cfg(test)]
+pub fn obj(define: &str, kind: Kind, value: &str) -> Object {
+    Object {
+        define: define.into(),
+        port: 443,
+        kind,
+        value: value.into(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn obj(define: &str, kind: Kind, value: &str) -> Object {
-        Object {
-            define: define.into(),
-            port: 443,
-            kind,
-            value: value.into(),
-        }
-    }
 
     #[test]
     fn only_value_changes_of_live_defines_go_live() {
