@@ -4,6 +4,11 @@ use clap::{ArgAction, Args, Parser, Subcommand};
 use std::path::PathBuf;
 use std::time::Duration;
 
+/// Exit codes: the contract with systemd and admins' scripts.
+pub const EXIT_OK: u8 = 0;
+pub const EXIT_FAILED: u8 = 1;
+pub const EXIT_USAGE: u8 = 2;
+
 #[derive(Debug, Parser)]
 #[command(
     name = "nftables-failover",
@@ -122,6 +127,25 @@ pub enum Command {
     /// 2 CRITICAL (some define points at a candidate that is down, or the all-down fallback is
     /// in effect), 3 UNKNOWN (nothing applied or checked yet, config or state unreadable).
     Status(StatusArgs),
+    /// Take a candidate out for maintenance: from the next run on it is never chosen.
+    ///
+    /// It is still checked, and `status`, the metrics and MQTT show it as drained. If it is in
+    /// effect, the next run moves the variable to the best other candidate at once (with all
+    /// others down, the all-down policy applies). Survives restarts and reboots (it is kept in
+    /// the state file). Run it as root or as the service user; it holds the run lock while it
+    /// writes, so it never races a run.
+    Drain(DrainArgs),
+    /// Put a drained candidate back: it returns under the usual `rise` and preempt rules, its
+    /// history starting over as if it were new.
+    Undrain(DrainArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct DrainArgs {
+    /// The variable, as named in the config's "failover" object.
+    pub variable: String,
+    /// The candidate's address, as listed in the variable's ip4 or ip6.
+    pub address: String,
 }
 
 #[derive(Debug, Args)]

@@ -119,6 +119,7 @@ mod tests {
             rendered: rendered.into(),
             effective: effective.map(String::from),
             effective_index: index,
+            drained: Vec::new(),
         }
     }
 

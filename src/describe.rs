@@ -27,8 +27,11 @@ pub fn reason_text(config: &Config, c: &Choice) -> String {
     let Some(reason) = &c.reason else {
         return "no addresses configured".into();
     };
-    match reason {
+    let text = match reason {
         Reason::Preferred => "preferred candidate up".into(),
+        Reason::FailedOver if c.drained.contains(&0) => {
+            format!("preferred candidate {} drained", addr(0))
+        }
         Reason::FailedOver => {
             let fall = var.policy.fall;
             format!("preferred candidate {} down {fall}/{fall}", addr(0))
@@ -50,5 +53,12 @@ pub fn reason_text(config: &Config, c: &Choice) -> String {
         Reason::AllDown(AllDown::Fallback) => {
             format!("all down: rendering the fallback ({})", c.rendered)
         }
+    };
+    match (reason, c.drained.as_slice()) {
+        (Reason::AllDown(_), [_, ..]) => {
+            let left: Vec<String> = c.drained.iter().map(|&i| addr(i)).collect();
+            format!("{text}; drained, so left out: {}", left.join(", "))
+        }
+        _ => text,
     }
 }

@@ -7,6 +7,17 @@ use crate::select::{self, Inputs};
 use crate::{clock, probe, render};
 use std::time::Duration;
 
+/// How much checking an evaluation does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Probe {
+    /// None: decide from history alone (`status` without `--check`).
+    No,
+    /// Until every choice is final; the checks still in flight go on in [`Pending`].
+    UntilDecided,
+    /// Every candidate, each up to its timeout (`status --check`).
+    All,
+}
+
 /// What one evaluation of the config produced: this run's choices and the state to keep.
 pub struct Evaluation {
     pub results: Results,
@@ -14,26 +25,66 @@ pub struct Evaluation {
     pub state: State,
     /// The include's text as rendered from `choices`.
     pub text: String,
+    /// The checks that had not answered when the choices were made (`Probe::UntilDecided`).
+    pub pending: Option<Pending>,
+    /// The time the evaluation counted with.
+    pub now: u64,
 }
 
-/// Checks (if `probe`), counts the results into `previous` and picks. `in_effect` is the
+/// The checks of a run still in flight after its choices were made.
+pub struct Pending {
+    runtime: tokio::runtime::Runtime,
+    checks: probe::Checks,
+}
+
+impl Pending {
+    /// Waits for the checks still in flight (each ends at its timeout; a stop signal ends the
+    /// wait), and counts what came in into `state` as if it had come in time: standbys get
+    /// their counters, last result and reason every run. The choices stay as they were made.
+    /// Returns every result of the run.
+    pub fn finish(
+        mut self,
+        config: &Config,
+        early: &Results,
+        state: &mut State,
+        now: u64,
+    ) -> Results {
+        let stop = || crate::signals::received().is_some();
+        let all = self.runtime.block_on(self.checks.rest(stop)).clone();
+        select::count_late(config, state, early, &all, now);
+        all
+    }
+}
+
+/// Checks as `probe` says, counts the results into `previous` and picks. `in_effect` is the
 /// include in effect (what nftables was last loaded with).
 pub fn evaluate(
     config: &Config,
     previous: &State,
     in_effect: Option<&[u8]>,
-    probe: bool,
+    probe: Probe,
     timeout: Option<Duration>,
 ) -> std::io::Result<Evaluation> {
     let now = clock::unix_now();
     let text = in_effect.map(String::from_utf8_lossy).unwrap_or_default();
     let inputs = Inputs::new(config, previous, &render::parse_defines(&text));
-    let results = if probe {
-        check(config, timeout, |v, f, o| {
-            inputs.decided(config, v, f, o, now)
-        })?
-    } else {
-        model::empty_results(config)
+    let (results, pending) = match probe {
+        Probe::No => (model::empty_results(config), None),
+        Probe::UntilDecided => {
+            let (runtime, checks) = check(
+                config,
+                timeout,
+                |v, f, o| inputs.decided(config, v, f, o, now),
+                false,
+            )?;
+            let results = checks.results().clone();
+            let complete = results.iter().flatten().flatten().all(Option::is_some);
+            (results, (!complete).then_some(Pending { runtime, checks }))
+        }
+        Probe::All => {
+            let (_, checks) = check(config, timeout, |_, _, _| false, true)?;
+            (checks.results().clone(), None)
+        }
     };
     let (choices, state) = select::decide(config, &results, &inputs, now);
     let text = render::include(config, &choices);
@@ -42,18 +93,32 @@ pub fn evaluate(
         choices,
         state,
         text,
+        pending,
+        now,
     })
 }
 
+/// Starts every check on a runtime of its own and waits until `decided` (or, with `all`, for
+/// every answer); returns the runtime with the checks, for the rest to come in later.
 fn check(
     config: &Config,
     timeout: Option<Duration>,
     decided: impl Fn(usize, Family, &[Option<Health>]) -> bool,
-) -> std::io::Result<Results> {
+    all: bool,
+) -> std::io::Result<(tokio::runtime::Runtime, probe::Checks)> {
     let in_flight = probe::raise_fd_limit();
     // One thread is plenty: the work is waiting on sockets, and it keeps the run cheap.
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
-    runtime.block_on(probe::check_all(config, timeout, in_flight, decided))
+    let checks = runtime.block_on(async {
+        let mut checks = probe::start(config, timeout, in_flight)?;
+        if all {
+            checks.rest(|| crate::signals::received().is_some()).await;
+        } else {
+            checks.until_decided(decided).await;
+        }
+        Ok::<_, std::io::Error>(checks)
+    })?;
+    Ok((runtime, checks))
 }

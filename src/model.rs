@@ -6,7 +6,7 @@
 
 use crate::config::{AllDown, Config, Family};
 use serde::{Deserialize, Serialize};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::net::IpAddr;
 use std::time::Duration;
@@ -73,6 +73,8 @@ pub struct Choice {
     /// The define's value in the include in effect now, and which candidate that is.
     pub effective: Option<String>,
     pub effective_index: Option<usize>,
+    /// The candidates left out because they are drained (usually none).
+    pub drained: Vec<usize>,
 }
 
 impl Choice {
@@ -122,6 +124,19 @@ pub struct State {
     /// Counters and publish history of hook, metrics and MQTT (see `publish`).
     #[serde(default)]
     pub publish: PublishState,
+    /// Candidates taken out by `nftables-failover drain`, per variable: checked, never chosen,
+    /// until `undrain`.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub drained: BTreeMap<String, BTreeSet<IpAddr>>,
+}
+
+impl State {
+    /// Whether `address` of `variable` is drained.
+    pub fn is_drained(&self, variable: &str, address: &IpAddr) -> bool {
+        self.drained
+            .get(variable)
+            .is_some_and(|set| set.contains(address))
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

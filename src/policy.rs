@@ -230,6 +230,7 @@ mod tests {
             all_down: AllDown::First,
             fallback: None::<Fallback>,
             apply: crate::config::ApplyMode::Reload,
+            warn_no_standby: true,
         }
     }
 

@@ -6,16 +6,13 @@ use crate::command::{self, Runner};
 use crate::config::Config;
 use crate::conntrack;
 use crate::describe::{candidate, reason_text};
-use crate::evaluate::{Evaluation, evaluate};
+use crate::evaluate::{Evaluation, Probe, evaluate};
 use crate::model::{ApplyOutcome, Choice, Results, State};
 use crate::state;
 use crate::{clock, files, log, publish, signals};
 use std::time::{Duration, Instant};
 
-/// Exit codes: the contract with systemd and admins' scripts.
-pub const EXIT_OK: u8 = 0;
-pub const EXIT_FAILED: u8 = 1;
-pub const EXIT_USAGE: u8 = 2;
+pub use crate::cli::{EXIT_FAILED, EXIT_OK, EXIT_USAGE};
 
 /// How long a run waits for another run holding the lock before giving way to it.
 const LOCK_WAIT: Duration = Duration::from_secs(10);
@@ -98,7 +95,13 @@ fn run_once(cli: &Cli) -> u8 {
         }
     };
     let in_effect = apply::in_effect(on_disk.as_deref(), record.as_ref());
-    let mut eval = match evaluate(&config, &previous, in_effect, true, cli.timeout) {
+    let mut eval = match evaluate(
+        &config,
+        &previous,
+        in_effect,
+        Probe::UntilDecided,
+        cli.timeout,
+    ) {
         Ok(e) => e,
         Err(e) => {
             log::error(&format!("cannot run the checks: {e}"));
@@ -197,11 +200,21 @@ fn run_once(cli: &Cli) -> u8 {
             }
         }
     };
+    // The standbys' checks still in flight answer now: the apply never waited for them, and
+    // their counters move every run, so a dead standby shows before it is needed.
+    let results = match eval.pending.take() {
+        Some(pending) => {
+            let all = pending.finish(&config, &eval.results, &mut new_state, eval.now);
+            log_late(&config, &eval.choices, &eval.results, &all);
+            all
+        }
+        None => eval.results.clone(),
+    };
     // Hook, metrics and MQTT come after the apply: they can neither delay nor undo it.
     let applied = (need == apply::Need::Apply).then_some(code == EXIT_OK || partly_applied);
     let done = publish::Run {
         choices: &eval.choices,
-        results: &eval.results,
+        results: &results,
         applied,
         started,
     };
@@ -323,6 +336,32 @@ fn log_results(config: &Config, eval: &Evaluation, previous: &State) {
                 reason_text(config, c)
             )),
             (false, false) => {}
+        }
+    }
+}
+
+/// The results that came in after the choices were made, at debug level like the others.
+fn log_late(config: &Config, choices: &[Choice], early: &Results, all: &Results) {
+    if !log::enabled(log::Level::Debug) {
+        return;
+    }
+    for c in choices {
+        let (early, all) = (
+            &early[c.variable][c.family as usize],
+            &all[c.variable][c.family as usize],
+        );
+        for (i, h) in all.iter().enumerate() {
+            if let (None, Some(h)) = (&early[i], h) {
+                let define = format!(
+                    "{}_{}",
+                    config.variables[c.variable].name,
+                    c.family.suffix()
+                );
+                log::debug(&format!(
+                    "{define}: {} {h} (after the choice)",
+                    candidate(config, c, i)
+                ));
+            }
         }
     }
 }

@@ -3,11 +3,12 @@
 
 use crate::config::{Config, Family, Variable};
 use crate::model::{
-    self, CandidateState, Choice, FamilyState, Health, LastCheck, Results, State, VariableState,
+    self, CandidateState, Choice, Counted, FamilyState, Health, LastCheck, Results, State,
+    VariableState,
 };
 use crate::policy::{self, Pick, Seen};
 use std::cell::RefCell;
-use std::collections::HashMap;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::IpAddr;
 
 /// Everything a decision depends on besides this run's results: per variable and family the
@@ -18,6 +19,8 @@ pub struct Inputs<'a> {
     fingerprints: Vec<String>,
     /// Per variable and family, how far `decided` has seen the results in: see [`Progress`].
     progress: RefCell<Vec<[Progress; 2]>>,
+    /// The drained candidates of the previous state that this config still has.
+    drained: BTreeMap<String, BTreeSet<IpAddr>>,
 }
 
 /// How far the results of one family are in, kept between calls of `decided` (results only
@@ -37,6 +40,8 @@ struct FamilyInputs<'a> {
     current: Option<usize>,
     /// The define's value in the include in effect.
     effective: Option<String>,
+    /// Per candidate: drained (never chosen), index-aligned with the address list.
+    drained: Vec<bool>,
 }
 
 impl<'a> Inputs<'a> {
@@ -49,6 +54,7 @@ impl<'a> Inputs<'a> {
     ) -> Inputs<'a> {
         let mut families = Vec::with_capacity(config.variables.len());
         let mut fingerprints = Vec::with_capacity(config.variables.len());
+        let mut drained = BTreeMap::new();
         for var in &config.variables {
             let fingerprint = var.fingerprint();
             // Counters describe address:port; a new port makes them meaningless. A state file
@@ -59,16 +65,29 @@ impl<'a> Inputs<'a> {
                 v.fingerprint != fingerprint && v.fingerprint == var.legacy_fingerprint()
             });
             let history = stored.filter(|v| v.fingerprint == fingerprint || legacy);
+            let kept: BTreeSet<IpAddr> = previous
+                .drained
+                .get(&var.name)
+                .into_iter()
+                .flatten()
+                .filter(|a| var.ip4.contains(a) || var.ip6.contains(a))
+                .copied()
+                .collect();
             families.push(Family::ALL.map(|family| {
                 let define = format!("{}_{}", var.name, family.suffix());
-                family_inputs(
+                let mut inputs = family_inputs(
                     var,
                     family,
                     history.map(|h| h.family(family)),
                     legacy,
                     in_effect.get(define.as_str()).map(AsRef::as_ref),
-                )
+                );
+                inputs.drained = var.addrs(family).iter().map(|a| kept.contains(a)).collect();
+                inputs
             }));
+            if !kept.is_empty() {
+                drained.insert(var.name.clone(), kept);
+            }
             fingerprints.push(fingerprint);
         }
         let progress = RefCell::new(vec![[Progress::default(); 2]; families.len()]);
@@ -76,6 +95,7 @@ impl<'a> Inputs<'a> {
             families,
             fingerprints,
             progress,
+            drained,
         }
     }
 
@@ -111,7 +131,7 @@ impl<'a> Inputs<'a> {
             p.answered += 1;
         }
         let policy = &config.variables[variable].policy;
-        let seen = |i: usize| fam.seen_one(outcomes, i);
+        let seen = |i: usize| fam.chosen_one(outcomes, i, now);
         let Some((pick, _)) =
             policy::choose_from(fam.prev.len(), seen, p.failed, fam.current, policy, now)
         else {
@@ -172,6 +192,7 @@ fn family_inputs<'a>(
         prev: history,
         current,
         effective: effective.map(str::to_string),
+        drained: Vec::new(),
     }
 }
 
@@ -181,6 +202,22 @@ impl FamilyInputs<'_> {
             prev: self.prev[i].and_then(|c| c.counted),
             ok: outcomes.get(i).and_then(|o| o.as_ref()).map(Health::is_up),
         }
+    }
+
+    /// A candidate as the choice sees it: a drained one has failed, whatever its check said
+    /// (its counters still follow its real checks, see `seen_one`).
+    fn chosen_one(&self, outcomes: &[Option<Health>], i: usize, now: u64) -> Seen {
+        if self.drained.get(i).copied().unwrap_or(false) {
+            return Seen {
+                prev: Some(Counted {
+                    up: false,
+                    streak: 0,
+                    since: now,
+                }),
+                ok: Some(false),
+            };
+        }
+        self.seen_one(outcomes, i)
     }
 
     fn seen(&self, outcomes: &[Option<Health>]) -> Vec<Seen> {
@@ -202,6 +239,7 @@ pub fn decide(
     let mut choices = Vec::with_capacity(config.variables.len() * 2);
     let mut state = State {
         version: model::VERSION,
+        drained: inputs.drained.clone(),
         ..State::default()
     };
     for (vi, var) in config.variables.iter().enumerate() {
@@ -244,6 +282,7 @@ fn decide_family(
         rendered: family.unspecified().to_string(),
         effective: fam.effective.clone(),
         effective_index: fam.current,
+        drained: (0..fam.drained.len()).filter(|&i| fam.drained[i]).collect(),
     };
     if addrs.is_empty() {
         return (choice, FamilyState::default());
@@ -266,10 +305,14 @@ fn decide_family(
             }
         })
         .collect();
-    let (pick, reason) = policy::choose(&seen, fam.current, policy, now).unwrap_or_else(|| {
+    // Drained candidates are never chosen; their counters above follow their real checks.
+    let chosen: Vec<Seen> = (0..addrs.len())
+        .map(|i| fam.chosen_one(outcomes, i, now))
+        .collect();
+    let (pick, reason) = policy::choose(&chosen, fam.current, policy, now).unwrap_or_else(|| {
         // Only without fresh checks (`status`): predict the next run from each candidate's
         // last result. A run that checks always decides (see `Inputs::decided`).
-        let predicted: Vec<Seen> = seen
+        let predicted: Vec<Seen> = chosen
             .iter()
             .zip(&fam.prev)
             .map(|(s, c)| Seen {
@@ -311,6 +354,28 @@ fn decide_family(
         all_down: choice.all_down(),
     };
     (choice, fam_state)
+}
+
+/// Counts results that came in after the choices were made (`late`, a superset of `early`)
+/// into `state`, as `decide` would have counted them in time: counters and last result of the
+/// candidates that had not answered. The choices and what is rendered stay as they are.
+pub fn count_late(config: &Config, state: &mut State, early: &Results, late: &Results, now: u64) {
+    for (vi, var) in config.variables.iter().enumerate() {
+        let Some(vs) = state.variables.get_mut(&var.name) else {
+            continue;
+        };
+        for family in Family::ALL {
+            let fam = vs.family_mut(family);
+            let (early, late) = (&early[vi][family as usize], &late[vi][family as usize]);
+            for (i, c) in fam.candidates.iter_mut().enumerate() {
+                if let (Some(None), Some(Some(h))) = (early.get(i), late.get(i)) {
+                    let p = &var.policy;
+                    c.counted = policy::observe(c.counted, Some(h.is_up()), p.rise, p.fall, now);
+                    c.last = Some(last_check(h, now));
+                }
+            }
+        }
+    }
 }
 
 /// The variables whose rendered value differs from the one in effect, in config order.

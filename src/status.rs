@@ -8,6 +8,7 @@ use crate::config::Config;
 use crate::describe::{candidate, reason_text};
 use crate::evaluate;
 use crate::model::{ApplyOutcome, Choice, FamilyState, State};
+use crate::standby;
 use crate::state::{self, LoadProblem};
 use serde::Serialize;
 
@@ -15,6 +16,10 @@ pub const OK: u8 = 0;
 pub const WARNING: u8 = 1;
 pub const CRITICAL: u8 = 2;
 pub const UNKNOWN: u8 = 3;
+
+/// A result older than this describes no longer the present: a few timer runs (5 s apart by
+/// default) have missed it. `status` shows such a candidate as `stale`, not as up or down.
+pub const STALE_AFTER_S: u64 = 60;
 
 /// The `--json` document. Field names and meanings are part of the interface (README).
 #[derive(Debug, Serialize)]
@@ -58,8 +63,12 @@ pub struct CandidateReport {
     pub port: u16,
     /// What the candidate renders (its address or its mapped value).
     pub value: String,
-    /// "up", "down" or "unknown" (never checked).
+    /// "up", "down", "drained" (taken out by `drain`: checked, never chosen), "stale" (its last
+    /// result is older than `STALE_AFTER_S`, so it says nothing about now) or "unknown" (no
+    /// result at all: never checked since the config or the state was new).
     pub state: &'static str,
+    /// Seconds since its last result (null: none).
+    pub result_age_s: Option<u64>,
     /// Unix time since when it counts as up/down.
     pub since: Option<u64>,
     /// Consecutive checks so far that contradict `state`, and how many change it (rise or fall).
@@ -111,9 +120,14 @@ fn build(cli: &Cli, args: &StatusArgs) -> Result<Report, String> {
     let on_disk = crate::files::read_include(&cli.output).ok().flatten();
     let record = apply::read_record(&cli.output).map_err(|e| format!("{e:#}"))?;
     let in_effect = apply::in_effect(on_disk.as_deref(), record.as_ref());
-    let eval = evaluate::evaluate(&config, &previous, in_effect, args.check, cli.timeout)
+    let probe = if args.check {
+        evaluate::Probe::All
+    } else {
+        evaluate::Probe::No
+    };
+    let eval = evaluate::evaluate(&config, &previous, in_effect, probe, cli.timeout)
         .map_err(|e| format!("cannot run the checks: {e}"))?;
-    let mut report = report(&config, &eval.choices, &eval.state, args.check);
+    let mut report = report(&config, &eval.choices, &eval.state, args.check, unix_now());
     if let Some(failed) = previous.last_apply.as_ref().filter(|a| !a.ok) {
         let error = failed.error.as_deref().unwrap_or("unknown error");
         let first_line = error.lines().next().unwrap_or(error);
@@ -127,7 +141,12 @@ fn build(cli: &Cli, args: &StatusArgs) -> Result<Report, String> {
 }
 
 /// A define's status, judged on what is in effect, and why in words.
-fn judge(config: &Config, c: &Choice, fam: Option<&FamilyState>) -> (&'static str, String) {
+fn judge(
+    config: &Config,
+    c: &Choice,
+    fam: Option<&FamilyState>,
+    drained: &dyn Fn(usize) -> bool,
+) -> (&'static str, String) {
     let var = &config.variables[c.variable];
     let endpoint = |i: usize| candidate(config, c, i);
     let counted = |i: usize| {
@@ -156,44 +175,101 @@ fn judge(config: &Config, c: &Choice, fam: Option<&FamilyState>) -> (&'static st
         }
         (Some(e), None) => ("WARNING", format!("{e} is not a candidate of the config")),
     };
+    let standby = standby::missing(var, c.family, fam, c.effective_index, drained);
+    let left_out: Vec<String> = (0..var.addrs(c.family).len())
+        .filter(|&i| drained(i))
+        .map(|i| format!("{} drained", endpoint(i)))
+        .collect();
+    let notes = |mut reason: String| {
+        if !left_out.is_empty() {
+            reason.push_str(&format!(" ({} left out)", left_out.join(", ")));
+        }
+        if let Some(s) = &standby {
+            reason.push_str(&format!("; {s}"));
+        }
+        reason
+    };
+    let status = match (status, &standby) {
+        ("OK", Some(_)) => "WARNING",
+        (s, _) => s,
+    };
     if c.effective.as_deref() == Some(c.rendered.as_str()) {
-        return (status, reason_text(config, c));
+        return (status, notes(reason_text(config, c)));
     }
     let status = if status == "OK" { "WARNING" } else { status };
     (
         status,
-        format!(
+        notes(format!(
             "{now}; next run renders {} ({})",
             c.rendered,
             reason_text(config, c)
-        ),
+        )),
     )
 }
 
 /// Builds the report from this evaluation's choices and counted state.
-pub fn report(config: &Config, choices: &[Choice], state: &State, checked_now: bool) -> Report {
+pub fn report(
+    config: &Config,
+    choices: &[Choice],
+    state: &State,
+    checked_now: bool,
+    now: u64,
+) -> Report {
     let mut defines = Vec::new();
     for c in choices.iter().filter(|c| c.reason.is_some()) {
         let var = &config.variables[c.variable];
         let fam = state.variables.get(&var.name).map(|v| v.family(c.family));
-        let (status, reason) = judge(config, c, fam);
+        let addrs = var.addrs(c.family);
+        let drained = |i: usize| state.is_drained(&var.name, &addrs[i]);
+        let last_of = |i: usize| {
+            fam.and_then(|f| f.candidates.get(i))
+                .filter(|s| s.address == addrs[i])
+                .and_then(|s| s.last.as_ref())
+        };
+        // Without fresh checks, a candidate with no result at all leaves the next run's choice
+        // open: say so instead of predicting one from nothing.
+        let unresulted: Vec<String> = (0..addrs.len())
+            .filter(|&i| last_of(i).is_none() && !drained(i))
+            .map(|i| candidate(config, c, i))
+            .collect();
+        let (status, reason, next, next_selected) = if !checked_now && !unresulted.is_empty() {
+            (
+                "UNKNOWN",
+                format!(
+                    "no check result yet for {}; the next run checks and decides \
+                     (status --check checks now)",
+                    unresulted.join(", ")
+                ),
+                c.effective.clone().unwrap_or_default(),
+                c.effective_index,
+            )
+        } else {
+            let (status, reason) = judge(config, c, fam, &drained);
+            (status, reason, c.rendered.clone(), c.index)
+        };
         let candidates = var
             .addrs(c.family)
             .iter()
             .enumerate()
             .map(|(i, addr)| {
-                let cs = fam.and_then(|f| f.candidates.get(i));
+                let cs = fam
+                    .and_then(|f| f.candidates.get(i))
+                    .filter(|s| s.address == *addr);
                 let counted = cs.and_then(|s| s.counted);
                 let last = cs.and_then(|s| s.last.as_ref());
+                let age = last.map(|l| now.saturating_sub(l.at));
                 CandidateReport {
                     address: addr.to_string(),
                     port: var.port,
                     value: var.rendered(c.family, i),
-                    state: match counted {
-                        Some(k) if k.up => "up",
-                        Some(_) => "down",
-                        None => "unknown",
+                    state: match (counted, age) {
+                        _ if drained(i) => "drained",
+                        (None, _) | (_, None) => "unknown",
+                        (_, Some(a)) if a > STALE_AFTER_S => "stale",
+                        (Some(k), _) if k.up => "up",
+                        (Some(_), _) => "down",
                     },
+                    result_age_s: age,
                     since: counted.map(|k| k.since),
                     streak: counted.map_or(0, |k| k.streak),
                     needed: match counted {
@@ -214,9 +290,9 @@ pub fn report(config: &Config, choices: &[Choice], state: &State, checked_now: b
             rendered: c.effective.clone(),
             selected: c.effective_index,
             reason,
-            next: c.rendered.clone(),
-            next_selected: c.index,
-            pending: c.effective.as_deref() != Some(c.rendered.as_str()),
+            pending: c.effective.as_deref() != Some(next.as_str()),
+            next,
+            next_selected,
             candidates,
         });
     }
@@ -233,14 +309,16 @@ pub fn report(config: &Config, choices: &[Choice], state: &State, checked_now: b
         (
             "UNKNOWN",
             UNKNOWN,
-            format!("{n} define(s) not applied or never checked yet"),
+            format!("{n} define(s) not applied or without check results yet"),
         )
     } else if count("WARNING") > 0 {
         let n = count("WARNING");
         (
             "WARNING",
             WARNING,
-            format!("{n} define(s) failed over or with a change pending"),
+            format!(
+                "{n} define(s) failed over, with a change pending, or without a healthy standby"
+            ),
         )
     } else {
         (
@@ -290,7 +368,9 @@ pub fn text(report: &Report, now: u64) -> String {
             let toward = match c.state {
                 "up" => format!("fall {}/{}", c.streak, c.needed),
                 "down" => format!("rise {}/{}", c.streak, c.needed),
-                _ => "never checked".to_string(),
+                "drained" => "drained".to_string(),
+                "stale" => format!("result {} old", ago(c.result_age_s.unwrap_or(0))),
+                _ => "no result yet".to_string(),
             };
             let last = match (&c.latency_ms, &c.error) {
                 (Some(ms), _) => format!("last: up in {ms} ms"),

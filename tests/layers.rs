@@ -18,6 +18,7 @@ const FLOORS: &[(&str, u8, &str)] = &[
     ("select", 1, "pure logic"),
     ("render", 1, "pure logic"),
     ("describe", 1, "pure logic"),
+    ("standby", 1, "pure logic"),
     ("log", 2, "effect primitives"),
     ("files", 2, "effect primitives"),
     ("command", 2, "effect primitives"),
@@ -32,6 +33,7 @@ const FLOORS: &[(&str, u8, &str)] = &[
     ("cli", 5, "the command line"),
     ("run", 6, "entry points"),
     ("status", 6, "entry points"),
+    ("drain", 6, "entry points"),
 ];
 
 /// Floors whose modules may use each other (still without circles): plain data, pure logic

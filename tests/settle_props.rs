@@ -27,6 +27,7 @@ fn choice(variable: usize, family: Family, new: &str, old: Option<&str>) -> Choi
         rendered: new.to_string(),
         effective: old.map(str::to_string),
         effective_index: old.map(|_| 0),
+        drained: Vec::new(),
     }
 }
 

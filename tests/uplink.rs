@@ -1017,3 +1017,64 @@ fn ipv6_candidates_probe_ipv6_targets_through_their_marks() {
         "{log}"
     );
 }
+
+/// `status --json` of a fixture in the router namespace: its exit code and the document.
+fn status_json(t: &Topology, f: &Fixture) -> (Option<i32>, serde_json::Value) {
+    t.within(&t.ns("router"), || {
+        let out = f.status(&["--json"]);
+        let doc = serde_json::from_slice(&out.stdout)
+            .unwrap_or_else(|e| panic!("status --json: {e}: {}", stderr(&out)));
+        (out.status.code(), doc)
+    })
+}
+
+/// The standby uplink's upstream is cut while the preferred one carries: the run decides early
+/// as before, but waits for the standby's checks after the apply, so one run later `status`
+/// shows it down with its reason and warns that there is no healthy standby.
+#[test]
+fn a_dead_standby_uplink_shows_after_one_run() {
+    let t = Topology::new();
+    let _l = t.listeners();
+    let f = fixture(&config(Via::Mark, [1, 2], TCP3, ""));
+    let (_, v) = t.run(&f, &["--timeout", "1s"]);
+    assert_eq!(v.as_deref(), Some("1"));
+    let (code, doc) = status_json(&t, &f);
+    assert_eq!(code, Some(0), "{doc:#}");
+
+    // Its gateway still answers, but its upstream drops everything silently.
+    t.ip("isp2", "route replace blackhole 192.0.2.0/26");
+    let (log, v) = t.run(&f, &["--timeout", "1s", "-v"]);
+    assert_eq!(v.as_deref(), Some("1"), "{log}");
+    assert!(
+        log.contains("no answer within 1000 ms (after the choice)"),
+        "{log}"
+    );
+    let (code, doc) = status_json(&t, &f);
+    assert_eq!(code, Some(1), "{doc:#}");
+    let define = &doc["defines"][0];
+    let standby = &define["candidates"][1];
+    assert_eq!(standby["state"], "down", "{doc:#}");
+    assert!(
+        standby["error"]
+            .as_str()
+            .unwrap()
+            .contains("targets down, quorum 2"),
+        "{doc:#}"
+    );
+    assert!(standby["result_age_s"].as_u64().unwrap() < 30, "{doc:#}");
+    let reason = define["reason"].as_str().unwrap();
+    assert!(
+        reason.contains("no healthy standby: 198.51.100.9 down"),
+        "{reason}"
+    );
+    assert!(
+        !doc.to_string().contains("\"unknown\""),
+        "a candidate reads unknown after a run: {doc:#}"
+    );
+
+    t.repair_isp(2, "192.0.2.0/26");
+    t.run(&f, &["--timeout", "1s"]);
+    let (code, doc) = status_json(&t, &f);
+    assert_eq!(code, Some(0), "{doc:#}");
+    assert_eq!(doc["defines"][0]["candidates"][1]["state"], "up", "{doc:#}");
+}

@@ -23,6 +23,7 @@ pub struct Settings {
     pub all_down: Option<AllDown>,
     pub fallback: Option<Fallback>,
     pub apply: Option<ApplyMode>,
+    pub warn_no_standby: Option<bool>,
 }
 
 /// How a change of a variable reaches the running firewall.
@@ -85,6 +86,8 @@ pub struct Policy {
     pub all_down: AllDown,
     pub fallback: Option<Fallback>,
     pub apply: ApplyMode,
+    /// A define whose other candidates are all down or drained is a warning in `status`.
+    pub warn_no_standby: bool,
 }
 
 impl Settings {
@@ -102,12 +105,16 @@ impl Settings {
             all_down: self.all_down.or(global.all_down).unwrap_or(AllDown::First),
             fallback: self.fallback.clone().or_else(|| global.fallback.clone()),
             apply: self.apply.or(global.apply).unwrap_or(ApplyMode::Reload),
+            warn_no_standby: self
+                .warn_no_standby
+                .or(global.warn_no_standby)
+                .unwrap_or(true),
         }
     }
 }
 
 /// The keys of `settings` that a variable may override too.
-pub const SETTING_KEYS: [&str; 8] = [
+pub const SETTING_KEYS: [&str; 9] = [
     "timeout_ms",
     "fall",
     "rise",
@@ -116,6 +123,7 @@ pub const SETTING_KEYS: [&str; 8] = [
     "all_down",
     "fallback",
     "apply",
+    "warn_no_standby",
 ];
 
 /// Parses one settings key into `settings`; returns false if the key is not a setting.
@@ -145,6 +153,13 @@ pub fn setting(
             Json::Bool(b) => settings.preempt = Some(*b),
             other => problems.push(format!(
                 "{at}.preempt: expected true or false, found {}",
+                other.describe()
+            )),
+        },
+        "warn_no_standby" => match value {
+            Json::Bool(b) => settings.warn_no_standby = Some(*b),
+            other => problems.push(format!(
+                "{at}.warn_no_standby: expected true or false, found {}",
                 other.describe()
             )),
         },

@@ -119,35 +119,35 @@ fn show_target(target: SocketAddr, method: Method) -> String {
     }
 }
 
-/// Checks candidates until `decided(variable, family, results so far)` holds for every variable
-/// and family. Candidates not needed for a decision may be left unchecked (`None`). Each
-/// variable's `timeout_ms` applies unless `timeout` overrides it for all. A candidate with a
-/// `check` is probed at each of its targets through its path and counts once its quorum is
-/// reached or out of reach, so the caller sees one result per candidate either way.
+/// Every check of a run, started at once: results so far, and the checks still in flight.
+/// A run waits with [`Checks::until_decided`] only until its choices are final, applies them,
+/// and then lets the rest come in with [`Checks::rest`], so that every candidate, standbys
+/// included, has a result each run while a switch never waits for a slow standby.
+pub struct Checks {
+    results: Results,
+    tallies: Vec<Tally>,
+    rx: mpsc::UnboundedReceiver<(Job, Health)>,
+    /// Dropping the set aborts the checks still in flight.
+    tasks: JoinSet<()>,
+    _hubs: Hubs,
+}
+
+/// Starts a check of every candidate. Each variable's `timeout_ms` applies unless `timeout`
+/// overrides it for all. A candidate with a `check` is probed at each of its targets through its
+/// path and counts once its quorum is reached or out of reach, so the caller sees one result
+/// per candidate either way.
 ///
 /// Fails only when the host refuses what the config asks for (a capability or sysctl for
 /// `SO_MARK` or ICMP): that is not a verdict on any uplink, so nothing may switch on it.
-pub async fn check_all(
+/// Must be called inside a tokio runtime, which runs the checks.
+pub fn start(
     config: &Config,
     timeout: Option<Duration>,
     max_in_flight: usize,
-    decided: impl Fn(usize, Family, &[Option<Health>]) -> bool,
-) -> io::Result<Results> {
-    let mut results = model::empty_results(config);
-    // Per variable and family: decided yet? Evaluated once per batch of results, see below.
-    let mut done: Vec<[bool; 2]> = results
-        .iter()
-        .enumerate()
-        .map(|(vi, per_var)| Family::ALL.map(|f| decided(vi, f, &per_var[f as usize])))
-        .collect();
-    let mut undecided = done.iter().flatten().filter(|d| !**d).count();
-    if undecided == 0 {
-        return Ok(results);
-    }
-
+) -> io::Result<Checks> {
+    let results = model::empty_results(config);
     let (tallies, mut jobs) = plan(config, timeout);
     let kinds = preflight(&jobs)?;
-    let mut tallies = tallies;
     let mut tasks = JoinSet::new();
     let mut hubs = Hubs([None, None]);
     for family in Family::ALL {
@@ -168,7 +168,7 @@ pub async fn check_all(
     jobs.sort_by_key(|j| tallies[j.candidate].index);
 
     let permits = Arc::new(Semaphore::new(max_in_flight));
-    let (tx, mut rx) = mpsc::unbounded_channel();
+    let (tx, rx) = mpsc::unbounded_channel();
     // Checks that start at once share one deadline: opening thousands of sockets one after
     // another takes a noticeable fraction of a second, which must not add to the run time.
     // Only a check that had to wait for a free socket gets a fresh full timeout.
@@ -190,43 +190,109 @@ pub async fn check_all(
         });
     }
     drop(tx);
+    Ok(Checks {
+        results,
+        tallies,
+        rx,
+        tasks,
+        _hubs: hubs,
+    })
+}
 
-    // Results are taken in batches: whatever has arrived by the time the previous batch is
-    // counted. Deciding looks at a family's whole candidate list, so doing it once per batch
-    // rather than once per result keeps a variable with tens of thousands of candidates
-    // linear: the more time deciding takes, the more results the next batch holds.
-    let mut touched: Vec<(usize, Family)> = Vec::new();
-    'batches: while let Some(first) = rx.recv().await {
-        let mut next = Some(first);
-        while let Some((job, health)) = next {
-            let tally = &mut tallies[job.candidate];
-            let (variable, family, index) = (tally.variable, tally.family, tally.index);
-            let outcomes = &mut results[variable][family as usize];
-            if outcomes[index].is_none()
-                && let Some(health) = tally.add(job.target, job.method, health)
-            {
-                outcomes[index] = Some(health);
-                if !done[variable][family as usize] {
-                    touched.push((variable, family));
-                }
-            }
-            next = rx.try_recv().ok();
+impl Checks {
+    /// The results so far: `None` for a candidate whose check has not answered yet.
+    pub fn results(&self) -> &Results {
+        &self.results
+    }
+
+    /// Counts one probe's answer; returns the candidate's (variable, family) if that settled it.
+    fn take(&mut self, job: Job, health: Health) -> Option<(usize, Family)> {
+        let tally = &mut self.tallies[job.candidate];
+        let (variable, family, index) = (tally.variable, tally.family, tally.index);
+        let outcome = &mut self.results[variable][family as usize][index];
+        if outcome.is_some() {
+            return None; // this candidate's quorum was already settled
         }
-        touched.sort_unstable();
-        touched.dedup();
-        for (variable, family) in touched.drain(..) {
-            if decided(variable, family, &results[variable][family as usize]) {
-                done[variable][family as usize] = true;
-                undecided -= 1;
-                if undecided == 0 {
-                    break 'batches;
+        *outcome = Some(tally.add(job.target, job.method, health)?);
+        Some((variable, family))
+    }
+
+    /// Waits until `decided(variable, family, results so far)` holds for every variable and
+    /// family, or every check has answered.
+    pub async fn until_decided(
+        &mut self,
+        decided: impl Fn(usize, Family, &[Option<Health>]) -> bool,
+    ) {
+        let mut done: Vec<[bool; 2]> = self
+            .results
+            .iter()
+            .enumerate()
+            .map(|(vi, per_var)| Family::ALL.map(|f| decided(vi, f, &per_var[f as usize])))
+            .collect();
+        let mut undecided = done.iter().flatten().filter(|d| !**d).count();
+        // Results are taken in batches: whatever has arrived by the time the previous batch is
+        // counted. Deciding looks at a family's whole candidate list, so doing it once per
+        // batch rather than once per result keeps a variable with tens of thousands of
+        // candidates linear: the more time deciding takes, the more results the next batch holds.
+        let mut touched: Vec<(usize, Family)> = Vec::new();
+        while undecided > 0 {
+            let Some((job, health)) = self.rx.recv().await else {
+                return;
+            };
+            let mut next = Some((job, health));
+            while let Some((job, health)) = next {
+                if let Some((v, f)) = self.take(job, health)
+                    && !done[v][f as usize]
+                {
+                    touched.push((v, f));
+                }
+                next = self.rx.try_recv().ok();
+            }
+            touched.sort_unstable();
+            touched.dedup();
+            for (v, f) in touched.drain(..) {
+                if decided(v, f, &self.results[v][f as usize]) {
+                    done[v][f as usize] = true;
+                    undecided -= 1;
                 }
             }
         }
     }
-    // Dropping the set aborts the checks still waiting on lower-priority candidates.
-    tasks.abort_all();
-    Ok(results)
+
+    /// Waits for every check still in flight (each ends at its own timeout), or until `stop()`
+    /// says so (a stop signal); returns the results, complete unless stopped. The checks are
+    /// the ones started with the run, so this never takes longer than one timeout from then.
+    pub async fn rest(&mut self, stop: impl Fn() -> bool) -> &Results {
+        const TICK: Duration = Duration::from_millis(50);
+        loop {
+            if stop() {
+                break;
+            }
+            match tokio::time::timeout(TICK, self.rx.recv()).await {
+                Ok(Some((job, health))) => {
+                    self.take(job, health);
+                }
+                Ok(None) => break,
+                Err(_) => {}
+            }
+        }
+        self.tasks.abort_all();
+        &self.results
+    }
+}
+
+/// Checks candidates until `decided(variable, family, results so far)` holds for every variable
+/// and family; candidates not needed for a decision may be left unchecked (`None`). See
+/// [`start`].
+pub async fn check_all(
+    config: &Config,
+    timeout: Option<Duration>,
+    max_in_flight: usize,
+    decided: impl Fn(usize, Family, &[Option<Health>]) -> bool,
+) -> io::Result<Results> {
+    let mut checks = start(config, timeout, max_in_flight)?;
+    checks.until_decided(decided).await;
+    Ok(checks.results)
 }
 
 /// The run's ICMP receivers per family; their reader threads end with the run, however it ends.

@@ -221,6 +221,49 @@ pub fn render(config: &Config, run: &Run, state: &State, now: u64) -> String {
             );
         }
     }
+    let mut f = family(
+        &mut out,
+        "define_standby_missing",
+        "gauge",
+        "1 if every other candidate of the define is down or drained (no healthy standby), \
+         0 if one is up; only for defines with two or more candidates and warn_no_standby on.",
+    );
+    for (c, var, fam) in &candidates {
+        let config_var = &config.variables[c.variable];
+        if fam.len() < 2 || !config_var.policy.warn_no_standby {
+            continue;
+        }
+        f.sample(
+            "define_standby_missing",
+            &[
+                ("define", &define_name(config, c)),
+                ("variable", var),
+                ("family", c.family.suffix()),
+            ],
+            u8::from(super::missing_standby(config, c, run, state).is_some()),
+        );
+    }
+    let mut f = family(
+        &mut out,
+        "candidate_drained",
+        "gauge",
+        "1 if the candidate is drained (taken out by `nftables-failover drain`), else 0.",
+    );
+    for (c, var, fam) in &candidates {
+        let addrs = config.variables[c.variable].addrs(c.family);
+        for (i, (define, cand, _, _)) in fam.iter().enumerate() {
+            f.sample(
+                "candidate_drained",
+                &[
+                    ("define", define),
+                    ("variable", var),
+                    ("family", c.family.suffix()),
+                    ("candidate", cand),
+                ],
+                u8::from(state.is_drained(var, &addrs[i])),
+            );
+        }
+    }
     family(
         &mut out,
         "run_duration_seconds",

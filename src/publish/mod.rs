@@ -125,6 +125,23 @@ pub fn in_effect<'a>(c: &'a Choice, run: &Run) -> Option<&'a str> {
     }
 }
 
+/// The candidate in effect after this run: the new pick unless this run's apply failed.
+pub fn in_effect_index(c: &Choice, run: &Run) -> Option<usize> {
+    match run.applied {
+        Some(false) => c.effective_index,
+        _ => c.index,
+    }
+}
+
+/// Why the define has no healthy standby after this run, if so (see `standby::missing`).
+pub fn missing_standby(config: &Config, c: &Choice, run: &Run, state: &State) -> Option<String> {
+    let var = &config.variables[c.variable];
+    let fam = state.variables.get(&var.name).map(|v| v.family(c.family));
+    let addrs = var.addrs(c.family);
+    let drained = |i: usize| state.is_drained(&var.name, &addrs[i]);
+    crate::standby::missing(var, c.family, fam, in_effect_index(c, run), drained)
+}
+
 /// The candidate (`ADDRESS:PORT`) rendered by a choice, if it renders one.
 pub fn candidate(config: &Config, c: &Choice) -> Option<String> {
     c.index.map(|i| describe::candidate(config, c, i))

@@ -144,6 +144,7 @@ pub fn messages(
                 "status": status(c, run),
                 "reason": reason_name(c.reason.as_ref()),
                 "since": p.since.get(&define).map(|s| s.at),
+                "standby_missing": super::missing_standby(config, c, run, state),
             })
             .to_string(),
         });
@@ -182,6 +183,7 @@ pub fn messages(
                 payload: json!({
                     "up": counted.map(|c| c.up),
                     "since": counted.map(|c| c.since),
+                    "drained": state.is_drained(&var.name, addr),
                     "candidate": cand,
                     "in_use": index == Some(i),
                 })

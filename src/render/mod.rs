@@ -384,6 +384,7 @@ mod tests {
             rendered: rendered.into(),
             effective: None,
             effective_index: None,
+            drained: Vec::new(),
         };
         let text = include(
             &config,
