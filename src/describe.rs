@@ -40,9 +40,10 @@ pub fn reason_text(config: &Config, c: &Choice) -> String {
             "preempt off: staying here although {} is up again",
             addr(*better)
         ),
-        Reason::PreemptDelay { better, left_s } => format!(
-            "preempt delay: {} is up again, {left_s} s left",
-            addr(*better)
+        Reason::PreemptDelay { better, left_ms } => format!(
+            "preempt delay: {} is up again, {:.1} s left",
+            addr(*better),
+            *left_ms as f64 / 1e3
         ),
         Reason::AllDown(AllDown::First) => {
             format!("all down: using the first candidate ({})", c.rendered)

@@ -4,7 +4,7 @@
 use crate::config::{Config, Family};
 use crate::model::{self, Choice, Health, Results, State};
 use crate::select::{self, Inputs};
-use crate::{clock, probe, render};
+use crate::{probe, render};
 use std::time::Duration;
 
 /// How much checking an evaluation does.
@@ -27,7 +27,7 @@ pub struct Evaluation {
     pub text: String,
     /// The checks that had not answered when the choices were made (`Probe::UntilDecided`).
     pub pending: Option<Pending>,
-    /// The time the evaluation counted with.
+    /// The time the evaluation counted with, in milliseconds.
     pub now: u64,
 }
 
@@ -57,15 +57,16 @@ impl Pending {
 }
 
 /// Checks as `probe` says, counts the results into `previous` and picks. `in_effect` is the
-/// include in effect (what nftables was last loaded with).
+/// include in effect (what nftables was last loaded with); `now` the run's time in
+/// milliseconds, on the timeline of `previous` (see `clock`).
 pub fn evaluate(
     config: &Config,
     previous: &State,
     in_effect: Option<&[u8]>,
     probe: Probe,
     timeout: Option<Duration>,
+    now: u64,
 ) -> std::io::Result<Evaluation> {
-    let now = clock::unix_now();
     let text = in_effect.map(String::from_utf8_lossy).unwrap_or_default();
     let inputs = Inputs::new(config, previous, &render::parse_defines(&text));
     let (results, pending) = match probe {

@@ -94,7 +94,7 @@ pub enum Reason {
     /// A better candidate is up again, but `preempt` is off.
     PreemptOff { better: usize },
     /// A better candidate is up again, but not yet for `preempt_delay_s`.
-    PreemptDelay { better: usize, left_s: u64 },
+    PreemptDelay { better: usize, left_ms: u64 },
     /// No candidate counts as up; `all_down` decides.
     AllDown(AllDown),
 }
@@ -106,12 +106,14 @@ pub struct Counted {
     pub up: bool,
     /// Consecutive checks that contradict `up` so far (toward `fall` if up, `rise` if down).
     pub streak: u32,
-    /// Unix time when `up` last changed (or the candidate was first checked).
-    pub since: u64,
+    /// When `up` last changed (or the candidate was first checked), in milliseconds of the
+    /// run's timeline (Unix time, kept free of wall-clock jumps, see `clock`).
+    pub since_ms: u64,
 }
 
 /// The state file's records (see `state` for loading and saving them).
-pub const VERSION: u32 = 1;
+/// 2: `Counted::since_ms` in milliseconds (1 had whole seconds in `since`) and `clock`.
+pub const VERSION: u32 = 2;
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct State {
@@ -128,6 +130,22 @@ pub struct State {
     /// until `undrain`.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub drained: BTreeMap<String, BTreeSet<IpAddr>>,
+    /// The clocks when this state was made, to measure the time to the next run on a clock
+    /// that does not jump (see `clock`).
+    #[serde(default)]
+    pub clock: Option<ClockMark>,
+}
+
+/// The three clocks at one instant.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClockMark {
+    /// `/proc/sys/kernel/random/boot_id`, where readable.
+    #[serde(default)]
+    pub boot_id: Option<String>,
+    /// CLOCK_BOOTTIME: milliseconds since boot, suspend included; never jumps.
+    pub boottime_ms: u64,
+    /// CLOCK_REALTIME in milliseconds: Unix time, which an admin or NTP may set.
+    pub wall_ms: u64,
 }
 
 impl State {

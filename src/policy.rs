@@ -22,7 +22,7 @@ pub fn observe(
         return Some(Counted {
             up: ok,
             streak: 0,
-            since: now,
+            since_ms: now,
         });
     };
     if ok == prev.up {
@@ -35,7 +35,7 @@ pub fn observe(
         Counted {
             up: ok,
             streak: 0,
-            since: now,
+            since_ms: now,
         }
     } else {
         Counted { streak, ..prev }
@@ -103,7 +103,7 @@ impl Seen {
         let prev = self.prev.unwrap_or(Counted {
             up: false,
             streak: 0,
-            since: now,
+            since_ms: now,
         });
         Seen {
             prev: Some(prev),
@@ -114,7 +114,7 @@ impl Seen {
 
     /// How long it has counted as up, given that it answers in this run.
     fn up_for(&self, policy: &Policy, now: u64) -> u64 {
-        now.saturating_sub(self.after(true, policy, now).since)
+        now.saturating_sub(self.after(true, policy, now).since_ms)
     }
 }
 
@@ -182,7 +182,7 @@ pub fn choose_from(
             if !policy.preempt {
                 return Some((Pick::Candidate(cur), Reason::PreemptOff { better: best }));
             }
-            let delay = policy.preempt_delay_s;
+            let delay = policy.preempt_delay_s.saturating_mul(1000);
             let settled = |i: usize| match eligible(i) {
                 Some(false) => Some(false),
                 e if seen(i).up_for(policy, now) >= delay => e,
@@ -194,7 +194,7 @@ pub fn choose_from(
                     Pick::Candidate(cur),
                     Reason::PreemptDelay {
                         better: best,
-                        left_s: delay - seen(best).up_for(policy, now),
+                        left_ms: delay - seen(best).up_for(policy, now),
                     },
                 ),
             });
@@ -295,9 +295,9 @@ mod tests {
     fn since_moves_only_on_a_state_change() {
         let s = observe(None, Some(true), 1, 2, 100).unwrap();
         let s = observe(Some(s), Some(false), 1, 2, 105).unwrap();
-        assert_eq!((s.up, s.since), (true, 100));
+        assert_eq!((s.up, s.since_ms), (true, 100));
         let s = observe(Some(s), Some(false), 1, 2, 110).unwrap();
-        assert_eq!((s.up, s.since), (false, 110));
+        assert_eq!((s.up, s.since_ms), (false, 110));
     }
 
     /// Counted up since `since`, answering now.
@@ -306,7 +306,7 @@ mod tests {
             prev: Some(Counted {
                 up: true,
                 streak: 0,
-                since,
+                since_ms: since,
             }),
             ok: Some(true),
         }
@@ -317,7 +317,7 @@ mod tests {
             prev: Some(Counted {
                 up: false,
                 streak: 0,
-                since: 0,
+                since_ms: 0,
             }),
             ok: Some(false),
         }
@@ -382,31 +382,39 @@ mod tests {
             pick(&[up(9), down()], Some(1), &p, 10),
             (Pick::Candidate(0), Reason::Preferred)
         );
-        // preempt delay: up since t=90, delay 60: at t=100 stay (50 s left), at t=150 move
+        // preempt delay: up since t=90 s, delay 60 s: at t=100 s stay (50 s left), at 150 s
+        // move; times in milliseconds, and never a millisecond early
         p.preempt = true;
         p.preempt_delay_s = 60;
         assert_eq!(
-            pick(&[up(90), up(0)], Some(1), &p, 100),
+            pick(&[up(90_000), up(0)], Some(1), &p, 100_000),
             (
                 Pick::Candidate(1),
                 Reason::PreemptDelay {
                     better: 0,
-                    left_s: 50
+                    left_ms: 50_000
                 }
             )
         );
         assert_eq!(
-            pick(&[up(90), up(0)], Some(1), &p, 150),
+            pick(&[up(90_000), up(0)], Some(1), &p, 149_999).1,
+            Reason::PreemptDelay {
+                better: 0,
+                left_ms: 1
+            }
+        );
+        assert_eq!(
+            pick(&[up(90_000), up(0)], Some(1), &p, 150_000),
             (Pick::Candidate(0), Reason::Preferred)
         );
         // a middle candidate that has been up long enough is taken meanwhile
         assert_eq!(
-            pick(&[up(90), up(0), up(0)], Some(2), &p, 100),
+            pick(&[up(90_000), up(0), up(0)], Some(2), &p, 100_000),
             (Pick::Candidate(1), Reason::FailedOver)
         );
         // the delay never holds traffic on a candidate that is down
         assert_eq!(
-            pick(&[up(99), down()], Some(1), &p, 100),
+            pick(&[up(99_000), down()], Some(1), &p, 100_000),
             (Pick::Candidate(0), Reason::Preferred)
         );
     }
@@ -424,7 +432,7 @@ mod tests {
             prev: Some(Counted {
                 up: true,
                 streak: 2,
-                since: 0,
+                since_ms: 0,
             }),
             ok: Some(false),
         };
@@ -526,11 +534,11 @@ mod tests {
         let prev = Counted {
             up: true,
             streak: u32::MAX,
-            since: 1,
+            since_ms: 1,
         };
         // One more failure: the streak stays at its maximum, which is past any fall.
         let after = observe(Some(prev), Some(false), 1, 1000, 2).unwrap();
-        assert_eq!((after.up, after.streak, after.since), (false, 0, 2));
+        assert_eq!((after.up, after.streak, after.since_ms), (false, 0, 2));
         let mid = observe(
             Some(Counted {
                 streak: u32::MAX - 1,

@@ -82,11 +82,20 @@ fn run_once(cli: &Cli) -> u8 {
     }
     // A state that cannot be saved goes stale; deciding from it would freeze the counters.
     let keep_state = cli.dry_run || state_writable(cli);
-    let previous = if keep_state {
+    let mut previous = if keep_state {
         state::load_or_empty(&cli.state)
     } else {
         State::default()
     };
+    let clocks = clock::mark();
+    let jump = clock::jump_ms(previous.clock.as_ref(), &clocks);
+    if jump != 0 {
+        log::info(&format!(
+            "the wall clock moved by {:+.1} s since the last run; durations are measured on CLOCK_BOOTTIME",
+            jump as f64 / 1e3
+        ));
+        crate::select::shift_times(&mut previous, jump);
+    }
     let (on_disk, record) = match read_include(cli) {
         Ok(x) => x,
         Err(e) => {
@@ -101,6 +110,7 @@ fn run_once(cli: &Cli) -> u8 {
         in_effect,
         Probe::UntilDecided,
         cli.timeout,
+        clocks.wall_ms,
     ) {
         Ok(e) => e,
         Err(e) => {
@@ -120,6 +130,7 @@ fn run_once(cli: &Cli) -> u8 {
 
     let mut new_state = eval.state;
     new_state.last_apply = previous.last_apply.clone();
+    new_state.clock = Some(clocks);
     let plan = Plan {
         output: cli.output.clone(),
         addon_dir: cli.addon_dir.clone(),

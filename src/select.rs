@@ -212,7 +212,7 @@ impl FamilyInputs<'_> {
                 prev: Some(Counted {
                     up: false,
                     streak: 0,
-                    since: now,
+                    since_ms: now,
                 }),
                 ok: Some(false),
             };
@@ -378,6 +378,36 @@ pub fn count_late(config: &Config, state: &mut State, early: &Results, late: &Re
     }
 }
 
+/// Moves every time stored in `state` by `jump_ms` (see `clock::jump_ms`): after the wall clock
+/// jumped, the durations since then stay what CLOCK_BOOTTIME measured.
+pub fn shift_times(state: &mut State, jump_ms: i64) {
+    let ms = |t: &mut u64| *t = t.saturating_add_signed(jump_ms);
+    let secs = |t: &mut u64| *t = t.saturating_add_signed(jump_ms / 1000);
+    for v in state.variables.values_mut() {
+        for c in v.v4.candidates.iter_mut().chain(v.v6.candidates.iter_mut()) {
+            if let Some(k) = c.counted.as_mut() {
+                ms(&mut k.since_ms);
+            }
+            if let Some(l) = c.last.as_mut() {
+                secs(&mut l.at);
+            }
+        }
+    }
+    if let Some(a) = state.last_apply.as_mut() {
+        secs(&mut a.at);
+    }
+    let p = &mut state.publish;
+    if let Some(t) = p.last_ok_apply_at.as_mut() {
+        secs(t);
+    }
+    for s in p.since.values_mut() {
+        secs(&mut s.at);
+    }
+    if let Some(m) = p.mqtt.as_mut() {
+        secs(&mut m.at);
+    }
+}
+
 /// The variables whose rendered value differs from the one in effect, in config order.
 pub fn changed_variables(choices: &[Choice]) -> Vec<usize> {
     let mut out: Vec<usize> = choices
@@ -456,7 +486,9 @@ pub fn settle<E>(
     refused
 }
 
-fn last_check(health: &Health, at: u64) -> LastCheck {
+/// The last result, stamped in whole seconds (`now` is in milliseconds).
+fn last_check(health: &Health, now: u64) -> LastCheck {
+    let at = now / 1000;
     match health {
         Health::Up { latency } => LastCheck {
             at,

@@ -72,7 +72,7 @@ mod tests {
                     counted: s.map(|up| Counted {
                         up,
                         streak: 0,
-                        since: 0,
+                        since_ms: 0,
                     }),
                     last: s.filter(|up| !up).map(|_| LastCheck {
                         at: 0,

@@ -28,14 +28,42 @@ pub fn load(path: &Path) -> Result<State, LoadProblem> {
             )));
         }
     };
-    match serde_json::from_slice::<State>(&text) {
+    let mut doc: serde_json::Value = serde_json::from_slice(&text)
+        .map_err(|e| LoadProblem::Unusable(format!("it is not valid state: {e}")))?;
+    if doc.get("version").and_then(serde_json::Value::as_u64) == Some(1) {
+        migrate_from_1(&mut doc);
+    }
+    match serde_json::from_value::<State>(doc) {
         Ok(s) if s.version == VERSION => Ok(s),
         Ok(s) => Err(LoadProblem::Unusable(format!(
-            "it has format version {}, this build reads {VERSION}",
+            "it has format version {}, this build reads {VERSION} (and 1)",
             s.version
         ))),
         Err(e) => Err(LoadProblem::Unusable(format!("it is not valid state: {e}"))),
     }
+}
+
+/// Version 1 kept `since` in whole seconds; version 2 keeps `since_ms`. Nothing else changed,
+/// so counters, results and publish history carry over.
+fn migrate_from_1(doc: &mut serde_json::Value) {
+    let variables = doc.get_mut("variables").and_then(|v| v.as_object_mut());
+    for var in variables.into_iter().flat_map(|m| m.values_mut()) {
+        for family in ["v4", "v6"] {
+            let candidates = var
+                .get_mut(family)
+                .and_then(|f| f.get_mut("candidates"))
+                .and_then(|c| c.as_array_mut());
+            for c in candidates.into_iter().flatten() {
+                let Some(counted) = c.get_mut("counted").and_then(|k| k.as_object_mut()) else {
+                    continue;
+                };
+                if let Some(secs) = counted.remove("since").and_then(|v| v.as_u64()) {
+                    counted.insert("since_ms".into(), (secs.saturating_mul(1000)).into());
+                }
+            }
+        }
+    }
+    doc["version"] = VERSION.into();
 }
 
 /// Like `load`, logging why a state file was not usable.
@@ -123,7 +151,7 @@ mod tests {
                         counted: Some(Counted {
                             up: true,
                             streak: 1,
-                            since: 5,
+                            since_ms: 5,
                         }),
                         last: None,
                     }],
@@ -136,6 +164,21 @@ mod tests {
         );
         save(&path, &state).unwrap();
         assert_eq!(load(&path).ok(), Some(state));
+
+        // A state file of the previous release (format 1, whole seconds) is migrated.
+        std::fs::write(
+            &path,
+            r#"{"version":1,"last_apply":null,"variables":{"web":{"fingerprint":"port=1","v4":
+              {"candidates":[{"address":"127.0.0.1","counted":{"up":true,"streak":1,"since":5},
+              "last":{"at":5,"up":true,"latency_ms":0.1,"error":null}}],"selected":0,
+              "rendered":"127.0.0.1"},"v6":{"candidates":[],"selected":null,"rendered":null}}},
+              "publish":{"reloads":3}}"#,
+        )
+        .unwrap();
+        let old = load(&path).ok().unwrap();
+        let c = old.variables["web"].v4.candidates[0].counted.unwrap();
+        assert_eq!((c.up, c.streak, c.since_ms), (true, 1, 5000));
+        assert_eq!((old.version, old.publish.reloads), (VERSION, 3));
 
         std::fs::write(&path, "{ not json").unwrap();
         assert!(matches!(load(&path), Err(LoadProblem::Unusable(_))));

@@ -125,8 +125,19 @@ fn build(cli: &Cli, args: &StatusArgs) -> Result<Report, String> {
     } else {
         evaluate::Probe::No
     };
-    let eval = evaluate::evaluate(&config, &previous, in_effect, probe, cli.timeout)
-        .map_err(|e| format!("cannot run the checks: {e}"))?;
+    let clock = crate::clock::mark();
+    let mut previous = previous;
+    let jump = crate::clock::jump_ms(previous.clock.as_ref(), &clock);
+    crate::select::shift_times(&mut previous, jump);
+    let eval = evaluate::evaluate(
+        &config,
+        &previous,
+        in_effect,
+        probe,
+        cli.timeout,
+        clock.wall_ms,
+    )
+    .map_err(|e| format!("cannot run the checks: {e}"))?;
     let mut report = report(&config, &eval.choices, &eval.state, args.check, unix_now());
     if let Some(failed) = previous.last_apply.as_ref().filter(|a| !a.ok) {
         let error = failed.error.as_deref().unwrap_or("unknown error");
@@ -270,7 +281,7 @@ pub fn report(
                         (Some(_), _) => "down",
                     },
                     result_age_s: age,
-                    since: counted.map(|k| k.since),
+                    since: counted.map(|k| k.since_ms / 1000),
                     streak: counted.map_or(0, |k| k.streak),
                     needed: match counted {
                         Some(k) if k.up => var.policy.fall,

@@ -157,13 +157,13 @@ fn check(s: &Scenario) -> Result<(), TestCaseError> {
     let mut state = State::default();
     // What nftables runs with: the last applied include (the disk always holds it here).
     let mut applied: Option<String> = None;
-    let mut now = 1_000;
+    let mut now = 1_000_000;
     // Per candidate: failed checks in a row while it was in effect, and answers in a row
     // while it ranked above the candidate in effect.
     let mut fails_current = vec![0u32; s.candidates];
     let mut ups_better = vec![0u32; s.candidates];
     for (t, run) in s.runs.iter().enumerate() {
-        now += run.dt;
+        now += run.dt * 1000;
         let previous = if run.lose_state {
             State::default()
         } else {

@@ -182,7 +182,7 @@ pub fn messages(
                 topic: ctopic,
                 payload: json!({
                     "up": counted.map(|c| c.up),
-                    "since": counted.map(|c| c.since),
+                    "since": counted.map(|c| c.since_ms / 1000),
                     "drained": state.is_drained(&var.name, addr),
                     "candidate": cand,
                     "in_use": index == Some(i),
