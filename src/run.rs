@@ -57,6 +57,14 @@ fn run_once(cli: &Cli) -> u8 {
             return EXIT_USAGE;
         }
     };
+    if let Some(problem) = cli
+        .stage_dir
+        .as_deref()
+        .and_then(|stage| apply::stage_dir_problem(stage, &cli.base_dir, &cli.addon_dir))
+    {
+        log::error(&format!("{problem}\nnothing was changed"));
+        return EXIT_USAGE;
+    }
     // The whole run holds the lock, so concurrent runs neither interleave applies nor lose
     // each other's counter updates. A dry run writes nothing and needs none.
     let _lock = if cli.dry_run {

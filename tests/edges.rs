@@ -321,3 +321,22 @@ fn the_all_down_warning_is_logged_when_it_starts_not_on_every_run() {
         );
     });
 }
+
+#[test]
+fn a_staging_directory_among_the_includes_is_refused() {
+    in_netns(|| {
+        let _a = listen("127.0.0.1", PORT);
+        let f = Fixture::new();
+        f.write_config(&format!(
+            r#"{{"failover": {{"web": {{"ip4": ["127.0.0.1"], "port": {PORT}}}}}}}"#
+        ));
+        f.write_main("  ip daddr $web_v4 counter");
+        for stage in [f.addon_dir.clone(), f.base_dir.clone(), f.base_dir.join("stage")] {
+            let out = f.run(&["--stage-dir", path_str(&stage)]);
+            assert_exit(&out, 2);
+            let log = stderr(&out);
+            assert!(log.contains("whose *.nft files the staged check includes"), "{log}");
+            assert!(f.output_text().is_none(), "{log}");
+        }
+    });
+}

@@ -378,6 +378,32 @@ fn check_staged(plan: &Plan, runner: &Runner, new_text: &str, redeclare: bool) -
         .context("the new include was not installed")
 }
 
+/// Why `stage` cannot be the staging directory, if so: it is one of the directories whose
+/// includes the staged config loads (or inside one), so the staged config would include the
+/// staged files again and nft would report a confusing redefinition.
+pub fn stage_dir_problem(stage: &Path, base_dir: &Path, addon_dir: &Path) -> Option<String> {
+    let real = |p: &Path| {
+        fs::canonicalize(p).unwrap_or_else(|_| std::path::absolute(p).unwrap_or(p.to_path_buf()))
+    };
+    let stage_real = real(stage);
+    [("--base-dir", base_dir), ("--addon-dir", addon_dir)]
+        .into_iter()
+        .find(|(_, dir)| stage_real.starts_with(real(dir)))
+        .map(|(option, dir)| {
+            format!(
+                "--stage-dir {} is {} {option} {}, whose *.nft files the staged check includes; \
+                 use a private directory elsewhere (the unit uses /run/nftables-failover)",
+                stage.display(),
+                if stage_real == real(dir) {
+                    "the same directory as"
+                } else {
+                    "inside"
+                },
+                dir.display()
+            )
+        })
+}
+
 /// The fixed staging directory, or a private temporary one (removed when the guard drops).
 fn staging_dir(plan: &Plan) -> Result<(PathBuf, Option<tempfile::TempDir>)> {
     match &plan.stage_dir {
