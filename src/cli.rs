@@ -123,7 +123,8 @@ pub enum Command {
     /// Judged on the include in effect (the last applied one), from the config and state file.
     /// Checks nothing and changes nothing unless --check is given. Exit status follows the
     /// monitoring-plugin convention: 0 OK (every define on its preferred candidate, which is
-    /// up), 1 WARNING (some define on a lower-priority candidate, or a change pending),
+    /// up), 1 WARNING (some define on a lower-priority candidate, a change pending, or no
+    /// healthy standby left),
     /// 2 CRITICAL (some define points at a candidate that is down, or the all-down fallback is
     /// in effect), 3 UNKNOWN (nothing applied or checked yet, config or state unreadable).
     Status(StatusArgs),
@@ -154,7 +155,8 @@ pub struct StatusArgs {
     #[arg(long)]
     pub json: bool,
 
-    /// Run fresh checks first and count them in (nothing is applied or saved).
+    /// Run fresh checks of every candidate first and count them in (nothing is applied or
+    /// saved).
     #[arg(long)]
     pub check: bool,
 }

@@ -331,11 +331,18 @@ fn a_staging_directory_among_the_includes_is_refused() {
             r#"{{"failover": {{"web": {{"ip4": ["127.0.0.1"], "port": {PORT}}}}}}}"#
         ));
         f.write_main("  ip daddr $web_v4 counter");
-        for stage in [f.addon_dir.clone(), f.base_dir.clone(), f.base_dir.join("stage")] {
+        for stage in [
+            f.addon_dir.clone(),
+            f.base_dir.clone(),
+            f.base_dir.join("stage"),
+        ] {
             let out = f.run(&["--stage-dir", path_str(&stage)]);
             assert_exit(&out, 2);
             let log = stderr(&out);
-            assert!(log.contains("whose *.nft files the staged check includes"), "{log}");
+            assert!(
+                log.contains("whose *.nft files the staged check includes"),
+                "{log}"
+            );
             assert!(f.output_text().is_none(), "{log}");
         }
     });
