@@ -206,14 +206,15 @@ fn drain_as_root_leaves_a_state_the_service_can_write_and_others_are_refused() {
             (65534, 65534),
             "root's drain left a state the service cannot write"
         );
-        // Someone who may not write the state directory is refused, and told who may.
+        // A member of the state directory's group may read but not write it: refused, and told
+        // who may.
         sh(&format!(
             "chmod 755 {d} {d}/nftables.d {d}/nftables.d/addons && chmod 644 {c} && chmod 666 {d}/nftables.d/addons/.failover.nft.lock",
             d = f.dir.path().display(),
             c = f.config.display()
         ));
         let mut cmd = f.command(
-            &["setpriv", "--reuid=1", "--regid=1", "--clear-groups"],
+            &["setpriv", "--reuid=1", "--regid=65534", "--clear-groups"],
             &f.reload(),
         );
         cmd.args(["undrain", "web", "127.0.0.2"]);

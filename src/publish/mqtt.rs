@@ -154,10 +154,11 @@ pub fn messages(
             let level = topic_level(&addr.to_string());
             let ctopic = format!("{topic}/{level}");
             let cunique = format!("{unique}_{level}");
-            let counted = kept
+            let kept_candidate = kept
                 .and_then(|k| k.candidates.get(i))
-                .filter(|s| s.address == *addr)
-                .and_then(|s| s.counted.as_ref());
+                .filter(|s| s.address == *addr);
+            let counted = kept_candidate.and_then(|s| s.counted.as_ref());
+            let last = kept_candidate.and_then(|s| s.last.as_ref());
             out.extend(discovery.then(|| {
                 Message {
                     topic: format!(
@@ -184,6 +185,9 @@ pub fn messages(
                     "up": counted.map(|c| c.up),
                     "since": counted.map(|c| c.since_ms / 1000),
                     "drained": state.is_drained(&var.name, addr),
+                    // Why it is down; not the time of the check, which would make every run
+                    // publish (a state is republished every refresh_s anyway).
+                    "error": last.and_then(|l| l.error.as_deref()),
                     "candidate": cand,
                     "in_use": index == Some(i),
                 })
