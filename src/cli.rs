@@ -128,6 +128,12 @@ pub enum Command {
     /// 2 CRITICAL (some define points at a candidate that is down, or the all-down fallback is
     /// in effect), 3 UNKNOWN (nothing applied or checked yet, config or state unreadable).
     Status(StatusArgs),
+    /// Load and validate the config exactly as a run does, and nothing else: no checks, no
+    /// writes, no privilege needed.
+    ///
+    /// Prints one line saying what it found and exits 0, or every problem with its location
+    /// and exits 2. For Ansible's `validate:`, `ExecStartPre=` and pre-commit hooks.
+    CheckConfig,
     /// Take a candidate out for maintenance: from the next run on it is never chosen.
     ///
     /// It is still checked, and `status`, the metrics and MQTT show it as drained. If it is in

@@ -15,6 +15,7 @@
 //! files, processes or the clock sits above them. docs/architecture.md walks through one run.
 
 pub mod apply;
+pub mod check_config;
 pub mod cli;
 pub mod clock;
 pub mod command;

@@ -1,6 +1,6 @@
 use clap::Parser;
 use nftables_failover::cli::{Cli, Command};
-use nftables_failover::{drain, log, run, status};
+use nftables_failover::{check_config, drain, log, run, status};
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
@@ -8,6 +8,7 @@ fn main() -> ExitCode {
     log::set_verbosity(cli.quiet, cli.verbose);
     ExitCode::from(match &cli.command {
         Some(Command::Status(args)) => status::main(&cli, args),
+        Some(Command::CheckConfig) => check_config::main(&cli),
         Some(Command::Drain(args)) => drain::main(&cli, args, true),
         Some(Command::Undrain(args)) => drain::main(&cli, args, false),
         None => run::run(&cli),

@@ -19,7 +19,9 @@ const REPO: &str = env!("CARGO_MANIFEST_DIR");
 const CACHE: &str = "/var/cache/nftables-failover-tests";
 const SUITE: &str = "bookworm";
 const MIRROR: &str = "http://deb.debian.org/debian";
-const PACKAGES: &str = "systemd,systemd-sysv,dbus,nftables,sudo,adduser,iproute2,python3";
+/// ansible-core and python3-apt (for its apt module): the Ansible role is applied inside.
+const PACKAGES: &str =
+    "systemd,systemd-sysv,dbus,nftables,sudo,adduser,iproute2,python3,ansible-core,python3-apt";
 /// What a Debian installer writes and mmdebstrap does not: without the host name in /etc/hosts,
 /// sudo logs "unable to resolve host" at error priority on every call.
 const HOSTS_HOOK: &str = "echo failover-test > \"$1/etc/hostname\"; \
@@ -415,6 +417,13 @@ fn package_units_and_hardening_under_systemd_as_pid_1() {
         stage.path().join("systemd/nftables-failover.service"),
     )
     .unwrap();
+    // The Ansible role, as a site would check it out.
+    let status = Command::new("cp")
+        .args(["-r", &format!("{REPO}/ansible")])
+        .arg(stage.path().join("ansible"))
+        .status()
+        .unwrap();
+    assert!(status.success(), "cannot copy ansible/ into the stage");
 
     let logs = tempfile::tempdir().unwrap();
     let container = match Container::boot(

@@ -34,6 +34,7 @@ const FLOORS: &[(&str, u8, &str)] = &[
     ("run", 6, "entry points"),
     ("status", 6, "entry points"),
     ("drain", 6, "entry points"),
+    ("check_config", 6, "entry points"),
 ];
 
 /// Floors whose modules may use each other (still without circles): plain data, pure logic

@@ -828,6 +828,68 @@ def first_install_orders():
     sh("nft", "delete", "table", "ip", "docker_like")
 
 
+def ansible_role(listeners):
+    """README "Deploying to many routers": the role applied with the fresh package, twice (the
+    second run changes nothing), the timer failing over and back at the role's interval, and a
+    play with an invalid variable failing with the deployed config left as it was."""
+    sh("systemctl", "enable", "--now", "nftables.service")
+    deb = glob.glob(f"{TEST}/deb/*.deb")[0]
+
+    def play(variables, name):
+        doc = [{
+            "hosts": "localhost",
+            "gather_facts": False,
+            "roles": [{
+                "role": "nftables_failover",
+                "vars": {
+                    "nftables_failover_deb": deb,
+                    "nftables_failover_variables": variables,
+                    "nftables_failover_settings": {"timeout_ms": 500},
+                    "nftables_failover_extra": {"metrics": {"path": f"{STATE}/metrics.prom"}},
+                    "nftables_failover_timer_interval": "2s",
+                },
+            }],
+        }]
+        path = f"/root/{name}.yml"
+        write(path, json.dumps(doc))  # JSON is YAML
+        env = dict(os.environ, ANSIBLE_ROLES_PATH=f"{TEST}/ansible/roles", ANSIBLE_NOCOLOR="1",
+                   ANSIBLE_LOCAL_TEMP="/root/.ansible/tmp")
+        return sh("ansible-playbook", "-c", "local", "-i", "localhost,", path,
+                  check=False, timeout=300, env=env)
+
+    def recap(p):
+        m = re.search(r"localhost\s*:\s*ok=(\d+)\s+changed=(\d+)\s+unreachable=(\d+)\s+failed=(\d+)", p.stdout)
+        if not m:
+            fail(f"no play recap:\n{p.stdout[-3000:]}{p.stderr[-2000:]}")
+        return tuple(int(x) for x in m.groups())
+
+    good = {"web": {"ip4": [PRIMARY, BACKUP], "port": PORT}}
+    first = recap(play(good, "site"))
+    if first[3] != 0:
+        fail(f"the role failed: {first}")
+    second = recap(play(good, "site"))
+    if second[1] != 0 or second[3] != 0:
+        fail(f"the second run is not idempotent: ok/changed/unreachable/failed {second}")
+    interval = show(TIMER, "TimersMonotonic")
+    if "2s" not in interval and "OnUnitActiveUSec=2s" not in interval:
+        fail(f"the timer did not get the role's interval: {interval}")
+    ok("ansible: role applied twice", f"first ok={first[0]} changed={first[1]}, second changed={second[1]}; timer {interval[:80]}")
+
+    listeners[PRIMARY].stop()
+    _, took = wait_for("failover by the role's timer", lambda: ruleset_target() == BACKUP, 15)
+    listeners[PRIMARY] = Listener(PRIMARY)
+    _, back = wait_for("failback by the role's timer", lambda: ruleset_target() == PRIMARY, 15)
+    ok("ansible: the deployed timer fails over and back", f"{took:.1f} s and {back:.1f} s")
+
+    before = read(CONFIG)
+    bad = recap(play({"web": {"ip4": ["not-an-address"], "port": PORT}}, "bad"))
+    if bad[3] == 0:
+        fail("a play with an invalid variable did not fail")
+    if read(CONFIG) != before:
+        fail("the invalid play changed the deployed config")
+    ok("ansible: an invalid variable fails the play", f"failed={bad[3]}, {CONFIG} unchanged")
+
+
 def main():
     if sys.argv[1:] == ["probe"]:
         probe()
@@ -844,6 +906,7 @@ def main():
         failover(listeners, c)
         lifecycle()
         first_install_orders()
+        ansible_role(listeners)
     finally:
         for l in listeners.values():
             l.stop()
