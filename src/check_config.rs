@@ -2,7 +2,7 @@
 //! one line about what it holds. Reads one file; probes, writes and runs nothing.
 
 use crate::cli::{Cli, EXIT_OK, EXIT_USAGE};
-use crate::config::{ApplyMode, Config, Family};
+use crate::config::{ApplyMode, Config, Family, Variable};
 use crate::{files, log};
 
 pub fn main(cli: &Cli) -> u8 {
@@ -18,12 +18,15 @@ pub fn main(cli: &Cli) -> u8 {
     }
 }
 
+/// Which variables use a feature.
+type Pick = fn(&Variable) -> bool;
+
 /// "3 variables (v4: 3, v6: 1; 7 candidates), live: web, uplink checks: uplink, publish: metrics"
 pub fn summary(config: &Config) -> String {
     let vars = &config.variables;
     let count = |f: Family| vars.iter().filter(|v| !v.addrs(f).is_empty()).count();
     let candidates: usize = vars.iter().map(|v| v.ip4.len() + v.ip6.len()).sum();
-    let names = |pick: &dyn Fn(&crate::config::Variable) -> bool| {
+    let names = |pick: Pick| {
         let n: Vec<&str> = vars
             .iter()
             .filter(|v| pick(v))
@@ -43,11 +46,11 @@ pub fn summary(config: &Config) -> String {
         count(Family::V6),
         if candidates == 1 { "" } else { "s" }
     )];
-    let features: [(&str, &dyn Fn(&crate::config::Variable) -> bool); 4] = [
-        ("live", &|v| v.policy.apply == ApplyMode::Live),
-        ("uplink checks", &|v| v.uplink.checks.is_some()),
-        ("paths", &|v| v.uplink.paths.is_some()),
-        ("values", &|v| v.values.is_some()),
+    let features: [(&str, Pick); 4] = [
+        ("live", |v| v.policy.apply == ApplyMode::Live),
+        ("uplink checks", |v| v.uplink.checks.is_some()),
+        ("paths", |v| v.uplink.paths.is_some()),
+        ("values", |v| v.values.is_some()),
     ];
     for (what, pick) in features {
         if let Some(n) = names(pick) {
