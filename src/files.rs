@@ -346,6 +346,20 @@ fn open_lock(path: &Path) -> Result<File> {
     Ok(file)
 }
 
+/// The most a file the config names (credentials, CA certificates) may have.
+pub const NAMED_FILE_CAP: u64 = 1 << 20;
+
+/// Reads a file the config names (`what`, e.g. "credentials_file") as the config itself is read:
+/// a regular file only (a link to one is followed), opened without blocking, at most
+/// `NAMED_FILE_CAP` bytes. A FIFO or a device is refused at once, never read.
+pub fn read_named(path: &Path, what: &str) -> Result<Vec<u8>> {
+    match read_regular(path, NAMED_FILE_CAP, true) {
+        Ok(Some(bytes)) => Ok(bytes),
+        Ok(None) => bail!("{what} {}: it does not exist", path.display()),
+        Err(e) => bail!("{what} {}: {}", path.display(), e.reason),
+    }
+}
+
 /// The most the config may have: 10,000 candidates take well under 1 MiB.
 const CONFIG_CAP: u64 = READ_CAP;
 

@@ -378,3 +378,46 @@ fn the_node_id_is_the_host_name_under_the_units_proc_subset() {
         assert!(!msgs.keys().any(|t| t.contains("localhost")), "{msgs:#?}");
     });
 }
+
+/// Files the config names are read like the config: a FIFO or a device as `credentials_file`
+/// or `ca_file` is refused at once with a warning naming it, never read (a FIFO blocked the run
+/// for good, /dev/zero read until memory ran out).
+#[test]
+fn a_fifo_or_device_named_by_the_config_is_refused_at_once() {
+    in_netns(|| {
+        let _primary = listen("127.0.0.1", PORT);
+        let f = Fixture::new();
+        f.write_main("  ip daddr $web_v4 tcp dport 8443 accept");
+        let fifo = f.dir.path().join("fifo");
+        sh(&format!("mkfifo {}", fifo.display()));
+        for (key, path, says) in [
+            ("credentials_file", fifo.display().to_string(), "a FIFO"),
+            (
+                "credentials_file",
+                "/dev/zero".to_string(),
+                "not a regular file",
+            ),
+            ("ca_file", fifo.display().to_string(), "a FIFO"),
+            ("ca_file", "/dev/zero".to_string(), "not a regular file"),
+        ] {
+            f.write_config(&web_config(
+                &format!(r#""timeout_ms": 1000, "{key}": "{path}""#),
+                &["127.0.0.1"],
+            ));
+            let _ = std::fs::remove_file(&f.output);
+            let started = Instant::now();
+            let out = f.run(&[]);
+            assert!(
+                started.elapsed() < Duration::from_secs(3),
+                "{key} {path}: {:?}",
+                started.elapsed()
+            );
+            assert_exit(&out, 0);
+            let log = stderr(&out);
+            assert!(
+                log.contains(&format!("{key} {path}: ")) && log.contains(says),
+                "{key} {path}: {log}"
+            );
+        }
+    });
+}

@@ -372,8 +372,8 @@ async fn session(options: MqttOptions, messages: &[Message]) -> anyhow::Result<(
 fn credentials(path: &Path) -> anyhow::Result<(String, String)> {
     use anyhow::Context;
     use std::os::unix::fs::PermissionsExt;
-    let text = std::fs::read_to_string(path)
-        .with_context(|| format!("cannot read credentials_file {}", path.display()))?;
+    let bytes = crate::files::read_named(path, "credentials_file")?;
+    let text = String::from_utf8_lossy(&bytes);
     if std::fs::metadata(path).is_ok_and(|md| md.permissions().mode() & 0o004 != 0) {
         log::warn(&format!(
             "mqtt: {} is readable by every user; chmod o-r it",
@@ -395,8 +395,8 @@ fn tls_config(ca_file: &Path) -> anyhow::Result<rustls::ClientConfig> {
     use rustls::pki_types::CertificateDer;
     use rustls::pki_types::pem::PemObject;
     let mut roots = rustls::RootCertStore::empty();
-    let certs = CertificateDer::pem_file_iter(ca_file)
-        .with_context(|| format!("cannot read ca_file {}", ca_file.display()))?;
+    let pem = crate::files::read_named(ca_file, "ca_file")?;
+    let certs = CertificateDer::pem_slice_iter(&pem);
     for cert in certs {
         let cert = cert.with_context(|| format!("ca_file {}", ca_file.display()))?;
         roots
