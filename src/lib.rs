@@ -28,6 +28,7 @@ pub mod files;
 pub mod jsonc;
 pub mod log;
 pub mod model;
+pub mod ownership;
 pub mod policy;
 pub mod probe;
 pub mod publish;

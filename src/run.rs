@@ -57,6 +57,16 @@ fn run_once(cli: &Cli) -> u8 {
             return EXIT_USAGE;
         }
     };
+    // SAFETY: geteuid has no preconditions.
+    let root = unsafe { libc::geteuid() } == 0;
+    if let Some(problem) = root
+        .then(|| crate::ownership::refuse_root(&cli.config, &config))
+        .flatten()
+        .filter(|_| !cli.dry_run)
+    {
+        log::error(&format!("{problem}\nnothing was changed"));
+        return EXIT_USAGE;
+    }
     if let Some(problem) = cli
         .stage_dir
         .as_deref()

@@ -347,3 +347,41 @@ fn a_staging_directory_among_the_includes_is_refused() {
         }
     });
 }
+
+/// A root run refuses a config that the service user (anyone but root) can rewrite: it would
+/// run that config's hook as root. The service user's own run obeys it.
+#[test]
+fn a_root_run_refuses_a_config_others_can_write() {
+    in_netns(|| {
+        let _a = listen("127.0.0.1", PORT);
+        let f = Fixture::new();
+        let ran = f.dir.path().join("hook-ran");
+        let hook = f.dir.path().join("hook.sh");
+        fs::write(&hook, format!("#!/bin/sh\nid -u > {}\n", ran.display())).unwrap();
+        sh(&format!("chmod 755 {}", hook.display()));
+        f.write_config(&format!(
+            r#"{{"settings": {{"on_change": {{"command": ["{}"]}}}}, "failover": {{"web": {{"ip4": ["127.0.0.1"], "port": {PORT}}}}}}}"#,
+            hook.display()
+        ));
+        f.write_main("  ip daddr $web_v4 counter");
+        // The addon directory writable by the service user's group, as the package makes it.
+        sh(&format!(
+            "chgrp nogroup {d} && chmod 2775 {d}",
+            d = f.addon_dir.display()
+        ));
+        let out = f.run(&[]);
+        assert_exit(&out, 2);
+        let log = stderr(&out);
+        assert!(log.contains("refusing to run as root: the config"), "{log}");
+        assert!(
+            log.contains("is writable by its group (mode 2775)"),
+            "{log}"
+        );
+        assert!(!ran.exists(), "the hook ran");
+        assert!(f.output_text().is_none());
+        // Root's alone again: the run goes ahead, and its hook runs.
+        sh(&format!("chmod 755 {}", f.addon_dir.display()));
+        assert_exit(&f.run(&[]), 0);
+        assert_eq!(fs::read_to_string(&ran).unwrap().trim(), "0");
+    });
+}

@@ -28,6 +28,7 @@ const FLOORS: &[(&str, u8, &str)] = &[
     ("apply", 3, "effects of one feature"),
     ("state", 3, "effects of one feature"),
     ("conntrack", 3, "effects of one feature"),
+    ("ownership", 3, "effects of one feature"),
     ("publish", 3, "effects of one feature"),
     ("evaluate", 4, "check and decide"),
     ("cli", 5, "the command line"),

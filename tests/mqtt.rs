@@ -389,16 +389,23 @@ fn a_fifo_or_device_named_by_the_config_is_refused_at_once() {
         let f = Fixture::new();
         f.write_main("  ip daddr $web_v4 tcp dport 8443 accept");
         let fifo = f.dir.path().join("fifo");
-        sh(&format!("mkfifo {}", fifo.display()));
+        // A /dev/zero of root's own (the real one is writable by everyone, which a root run
+        // refuses before reading anything).
+        let zero = f.dir.path().join("zero");
+        sh(&format!(
+            "mkfifo -m 600 {} && mknod -m 600 {} c 1 5",
+            fifo.display(),
+            zero.display()
+        ));
         for (key, path, says) in [
             ("credentials_file", fifo.display().to_string(), "a FIFO"),
             (
                 "credentials_file",
-                "/dev/zero".to_string(),
+                zero.display().to_string(),
                 "not a regular file",
             ),
             ("ca_file", fifo.display().to_string(), "a FIFO"),
-            ("ca_file", "/dev/zero".to_string(), "not a regular file"),
+            ("ca_file", zero.display().to_string(), "not a regular file"),
         ] {
             f.write_config(&web_config(
                 &format!(r#""timeout_ms": 1000, "{key}": "{path}""#),
