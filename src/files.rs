@@ -293,53 +293,83 @@ pub fn lock(output: &Path, wait: Duration) -> Result<Option<File>> {
     }
 }
 
-/// Opens (creating if needed) the lock file without following a link or blocking on a FIFO,
-/// and gives it mode 0660 and the directory's group, so that runs as root and as the service
-/// user share it and nobody else can open it.
+/// Opens (creating if needed) the lock file without following a link or blocking on a FIFO.
+/// A lock this run creates gets mode 0660 and the directory's group, so that runs as root and
+/// as the service user share it and nobody else can open it. An existing one is used as it is,
+/// never re-owned or re-moded: one with a second hard link (it may be another file under a
+/// second name) or owned by someone else is refused.
 fn open_lock(path: &Path) -> Result<File> {
-    let file = OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(false)
-        .mode(LOCK_MODE)
-        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
-        .open(path)
-        .map_err(|e| {
-            anyhow::anyhow!(
-                "cannot open lock file {}: {}; remove it, the next run creates it again",
-                path.display(),
-                open_failure(path, &e, false)
-            )
-        })?;
-    let meta = file.metadata()?;
-    if !meta.is_file() {
-        bail!(
-            "cannot use lock file {}: it is {}, not a regular file; remove it, the next run \
-             creates it again",
+    let open = |create_new: bool| {
+        OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create_new(create_new)
+            .mode(LOCK_MODE)
+            .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+            .open(path)
+    };
+    let failed = |e: std::io::Error| {
+        anyhow::anyhow!(
+            "cannot open lock file {}: {}; remove it, the next run creates it again",
             path.display(),
+            open_failure(path, &e, false)
+        )
+    };
+    let (file, created) = match open(true) {
+        Ok(f) => (f, true),
+        Err(e) if e.kind() == ErrorKind::AlreadyExists => (open(false).map_err(failed)?, false),
+        Err(e) => return Err(failed(e)),
+    };
+    let meta = file.metadata()?;
+    let refuse = |why: String| {
+        anyhow::anyhow!(
+            "cannot use lock file {}: {why}; remove it, the next run creates it again",
+            path.display()
+        )
+    };
+    if !meta.is_file() {
+        return Err(refuse(format!(
+            "it is {}, not a regular file",
             kind(meta.file_type())
-        );
+        )));
+    }
+    if meta.nlink() > 1 {
+        return Err(refuse(format!(
+            "it has {} hard links, so it may be another file under a second name",
+            meta.nlink()
+        )));
     }
     // SAFETY: geteuid has no preconditions.
     let euid = unsafe { libc::geteuid() };
-    if euid == 0 {
+    let dir = path.parent().filter(|d| !d.as_os_str().is_empty());
+    let dir_gid = fs::metadata(dir.unwrap_or(Path::new(".")))
+        .map(|d| d.gid())
+        .ok();
+    if !created && meta.uid() != 0 && meta.uid() != euid && Some(meta.gid()) != dir_gid {
+        return Err(refuse(format!(
+            "it belongs to uid {} and group {}, neither this user, root nor the directory's group",
+            meta.uid(),
+            meta.gid()
+        )));
+    }
+    if !created && meta.mode() & 0o007 != 0 {
+        return Err(refuse(format!(
+            "others may open it (mode {:04o}) and hold it, which would stop every run",
+            meta.mode() & 0o7777
+        )));
+    }
+    if created {
         // Root's lock must stay usable by a later run as the service user: give it the
         // directory's group (the package makes the addon directory root:nftables-failover).
-        let dir = path.parent().filter(|d| !d.as_os_str().is_empty());
-        if let Ok(d) = fs::metadata(dir.unwrap_or(Path::new(".")))
-            && d.gid() != meta.gid()
-            && let Err(e) = std::os::unix::fs::fchown(&file, None, Some(d.gid()))
+        if let Some(gid) = dir_gid.filter(|g| euid == 0 && *g != meta.gid())
+            && let Err(e) = std::os::unix::fs::fchown(&file, None, Some(gid))
         {
             crate::log::warn(&format!(
-                "cannot give lock file {} the directory's group {}: {e}",
-                path.display(),
-                d.gid()
+                "cannot give lock file {} the directory's group {gid}: {e}",
+                path.display()
             ));
         }
-    }
-    // After create (the umask may have taken bits) and on a lock left readable by others.
-    if meta.mode() & 0o7777 != LOCK_MODE && (euid == 0 || meta.uid() == euid) {
+        // The umask may have taken bits.
         file.set_permissions(fs::Permissions::from_mode(LOCK_MODE))
             .with_context(|| format!("cannot set mode 0660 on lock file {}", path.display()))?;
     }
@@ -553,10 +583,29 @@ mod tests {
         assert!(err.contains("it is a FIFO (named pipe)"), "{err}");
         fs::remove_file(&path).unwrap();
 
+        // One that others may open is refused, not re-moded: it is not this run's file.
         fs::write(&path, "").unwrap();
         fs::set_permissions(&path, fs::Permissions::from_mode(0o644)).unwrap();
+        let err = lock(&out, Duration::ZERO).unwrap_err().to_string();
+        assert!(err.contains("others may open it (mode 0644)"), "{err}");
+        assert_eq!(fs::metadata(&path).unwrap().mode() & 0o7777, 0o644);
+        fs::remove_file(&path).unwrap();
+
+        // A second name of another file (a hard link) is refused, and that file left alone.
+        let victim = dir.path().join("victim");
+        fs::write(&victim, "secret").unwrap();
+        fs::set_permissions(&victim, fs::Permissions::from_mode(0o600)).unwrap();
+        fs::hard_link(&victim, &path).unwrap();
+        let err = lock(&out, Duration::ZERO).unwrap_err().to_string();
+        assert!(err.contains("it has 2 hard links"), "{err}");
+        assert_eq!(fs::metadata(&victim).unwrap().mode() & 0o7777, 0o600);
+        fs::remove_file(&path).unwrap();
+
+        // A new one is this run's: 0660.
         assert!(lock(&out, Duration::ZERO).unwrap().is_some());
         assert_eq!(fs::metadata(&path).unwrap().mode() & 0o7777, 0o660);
+        // And reused as it is.
+        assert!(lock(&out, Duration::ZERO).unwrap().is_some());
     }
 
     #[test]
