@@ -87,6 +87,29 @@ impl Runner {
 
     /// Runs a privileged command and returns its stdout (e.g. nft's JSON listing).
     pub fn output(&self, what: &str, command: &[OsString]) -> Result<Vec<u8>, CommandError> {
+        self.execute(what, command, false)
+    }
+
+    /// Runs a command and returns its messages: stderr, then stdout (e.g. conntrack's count).
+    pub fn messages(&self, what: &str, command: &[OsString]) -> Result<String, CommandError> {
+        self.execute(what, command, true)
+            .map(|bytes| String::from_utf8_lossy(&bytes).into_owned())
+    }
+
+    /// A runner for commands that need no root (or hold their own capability): never sudo.
+    pub fn direct(&self) -> Runner {
+        Runner {
+            sudo: None,
+            ..*self
+        }
+    }
+
+    fn execute(
+        &self,
+        what: &str,
+        command: &[OsString],
+        messages: bool,
+    ) -> Result<Vec<u8>, CommandError> {
         let argv = self.argv(command);
         crate::log::debug(&format!("running: {}", shown(&argv)));
         let fail = |status: String, output: String| CommandError {
@@ -118,7 +141,13 @@ impl Runner {
             .map_err(|e| fail(format!("could not be started: {e}"), String::new()))?;
         let done = supervise(child, self.timeout, self.interruptible);
         let mut status = match (&done.ended, &done.status) {
-            (Ended::Exited, Ok(s)) if s.success() => return Ok(done.stdout),
+            (Ended::Exited, Ok(s)) if s.success() => {
+                return Ok(if messages {
+                    done.output.into_bytes()
+                } else {
+                    done.stdout
+                });
+            }
             (Ended::Exited, Ok(s)) => describe_status(*s),
             (Ended::Exited, Err(e)) => format!("could not be waited for: {e}"),
             (Ended::TimedOut, _) => format!(
@@ -203,10 +232,10 @@ fn supervise(mut child: Child, timeout: Duration, interruptible: bool) -> Done {
     {
         let Some(mut pipe) = pipe else { continue };
         let tx = out_tx.clone();
+        // stderr is for messages; stdout may be nft's JSON listing of our table.
+        let cap = if index == 0 { STDERR_CAP } else { STDOUT_CAP };
         let spawned = std::thread::Builder::new().spawn(move || {
-            let mut bytes = Vec::new();
-            let _ = pipe.read_to_end(&mut bytes);
-            let _ = tx.send((index, bytes));
+            let _ = tx.send((index, read_capped(&mut pipe, cap)));
         });
         watchers = watchers.and(spawned.map(drop));
     }
@@ -254,6 +283,35 @@ fn supervise(mut child: Child, timeout: Duration, interruptible: bool) -> Done {
         pgid: pid,
         survivors,
     }
+}
+
+/// The most of a command's stderr that is kept (and logged); the rest is read and dropped, so
+/// the command never blocks on a full pipe and a flood cannot fill memory or the journal.
+const STDERR_CAP: usize = 64 << 10;
+/// The most of its stdout that is kept: nft's JSON listing of the tool's table.
+const STDOUT_CAP: usize = 16 << 20;
+
+/// Reads `pipe` to its end, keeping the first `cap` bytes and a note of how many followed.
+fn read_capped(pipe: &mut dyn Read, cap: usize) -> Vec<u8> {
+    let mut kept = Vec::new();
+    let mut buf = [0u8; 64 << 10];
+    let mut dropped: u64 = 0;
+    loop {
+        match pipe.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => {
+                let room = cap.saturating_sub(kept.len()).min(n);
+                kept.extend_from_slice(&buf[..room]);
+                dropped += (n - room) as u64;
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(_) => break,
+        }
+    }
+    if dropped > 0 {
+        kept.extend_from_slice(format!("\n… ({dropped} more bytes not kept)\n").as_bytes());
+    }
+    kept
 }
 
 /// Waits until the command exits, the deadline passes, or a stop signal arrives.
@@ -481,18 +539,18 @@ mod tests {
     }
 
     #[test]
-    fn output_of_a_failing_command_is_captured_in_full() {
+    fn output_is_drained_in_full_and_stderr_kept_to_its_cap() {
         let r = Runner::for_current_user();
         // More than a pipe buffer (64 KiB) on both streams: a command that fills one pipe while
-        // nobody drains it would never exit.
+        // nobody drains it would never exit. stderr beyond its cap is read and dropped.
         let script = "head -c 200000 /dev/zero | tr '\\0' o; head -c 100000 /dev/zero | tr '\\0' e >&2; exit 1";
         let err = Runner { sudo: None, ..r }
             .run("big output", &os(&["/bin/sh", "-c", script]))
             .unwrap_err();
         assert_eq!(err.status, "exited with status 1");
-        assert_eq!(err.output.len(), 300_000);
-        assert!(err.output.starts_with('e') && err.output.ends_with('o'));
-        assert_eq!(err.output.matches('e').count(), 100_000);
+        let note = format!("\n… ({} more bytes not kept)\n", 100_000 - STDERR_CAP);
+        let want = "e".repeat(STDERR_CAP) + &note + &"o".repeat(200_000);
+        assert!(err.output == want, "{} bytes", err.output.len());
     }
 
     #[test]

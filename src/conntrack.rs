@@ -6,11 +6,12 @@
 //! which the process holds only where the admin granted it (README, "Privileges for uplink
 //! checks"). A sudo rule would need the mark or address as a variable argument.
 
+use crate::command::Runner;
 use crate::config::check::{Cleanup, mark_of};
 use crate::config::{Family, Variable, parse_value};
 use crate::model::Choice;
+use std::ffi::OsString;
 use std::net::IpAddr;
-use std::process::Command;
 
 /// Where Debian's `conntrack` package installs the tool.
 pub const CONNTRACK: &str = "/usr/sbin/conntrack";
@@ -73,23 +74,27 @@ pub fn filter(var: &Variable, choice: &Choice, old_up: bool) -> Option<Filter> {
     }
 }
 
-/// Deletes the matching entries of `family`; returns how many were deleted.
-pub fn delete(filter: &Filter, family: Family) -> Result<u64, String> {
-    let args = filter.args(family);
-    let shown = format!("{CONNTRACK} {}", args.join(" "));
-    crate::log::debug(&format!("running: {shown}"));
-    let out = Command::new(CONNTRACK)
-        .args(&args)
-        .output()
-        .map_err(|e| format!("`{shown}` could not be started: {e} (Debian package conntrack)"))?;
-    let text = String::from_utf8_lossy(&out.stderr);
+/// Deletes the matching entries of `family`; returns how many were deleted. conntrack runs as
+/// the service itself (its drop-in grants CAP_NET_ADMIN), supervised like every other child:
+/// bounded by `--command-timeout`, stopped by SIGTERM, its output capped.
+pub fn delete(runner: &Runner, filter: &Filter, family: Family) -> Result<u64, String> {
+    let mut argv: Vec<OsString> = vec![CONNTRACK.into()];
+    argv.extend(filter.args(family).into_iter().map(OsString::from));
+    // It exits 1 when nothing matched, but still says "0 flow entries".
+    let text = match runner.direct().messages("conntrack clean-up", &argv) {
+        Ok(text) => text,
+        Err(e) if e.status.starts_with("exited with status") => e.output.clone(),
+        Err(e) if e.status.contains("could not be started") => {
+            return Err(format!("{e} (Debian package conntrack)"));
+        }
+        Err(e) => return Err(e.to_string()),
+    };
     // "conntrack v1.4.7 (conntrack-tools): 2 flow entries have been deleted."
     let count = text
         .split("): ")
         .nth(1)
         .and_then(|rest| rest.split_whitespace().next())
         .and_then(|n| n.parse().ok());
-    // It exits 1 when nothing matched, but still says "0 flow entries".
     match count {
         Some(n) => Ok(n),
         None => {
@@ -99,7 +104,15 @@ pub fn delete(filter: &Filter, family: Family) -> Result<u64, String> {
             } else {
                 ""
             };
-            Err(format!("`{shown}` failed: {}{hint}", text.trim()))
+            let said = if text.trim().is_empty() {
+                "it said nothing"
+            } else {
+                text.trim()
+            };
+            Err(format!(
+                "`{}` failed: {said}{hint}",
+                crate::command::shown(&argv)
+            ))
         }
     }
 }

@@ -161,6 +161,7 @@ fn run_once(cli: &Cli) -> u8 {
     // Variables in live mode (README, "Live mode"); empty unless the config opts in.
     let live = crate::render::live::objects(&config, &eval.choices);
     let mut partly_applied = false;
+    let command_runner = Runner::for_current_user().with_timeout(cli.command_timeout);
     let code = match need {
         apply::Need::Nothing | apply::Need::Record => {
             log::info(&format!("{}: unchanged", cli.output.display()));
@@ -189,7 +190,7 @@ fn run_once(cli: &Cli) -> u8 {
             log_changes(&config, &eval.results, &eval.choices);
             let result = apply::apply_change(
                 &plan,
-                &Runner::for_current_user().with_timeout(cli.command_timeout),
+                &command_runner,
                 &eval.text,
                 on_disk.as_deref(),
                 record,
@@ -214,14 +215,19 @@ fn run_once(cli: &Cli) -> u8 {
                         },
                         started.elapsed().as_secs_f64() * 1e3
                     ));
-                    clean_up_conntrack(&config, &eval.choices, &new_state);
+                    clean_up_conntrack(&command_runner, &config, &eval.choices, &new_state);
                     EXIT_OK
                 }
                 Err(e) => {
                     log::error(&format!("{e:#}"));
-                    let runner = Runner::for_current_user().with_timeout(cli.command_timeout);
-                    if apply_apart(&plan, &runner, &config, &mut eval.choices, &mut new_state) {
-                        clean_up_conntrack(&config, &eval.choices, &new_state);
+                    if apply_apart(
+                        &plan,
+                        &command_runner,
+                        &config,
+                        &mut eval.choices,
+                        &mut new_state,
+                    ) {
+                        clean_up_conntrack(&command_runner, &config, &eval.choices, &new_state);
                         partly_applied = true;
                     }
                     EXIT_FAILED
@@ -397,7 +403,7 @@ fn log_late(config: &Config, choices: &[Choice], early: &Results, all: &Results)
 
 /// After a reload: deletes the tracked connections of each define's old choice, where the
 /// variable asks for it. A failure is logged and leaves the switch in place.
-fn clean_up_conntrack(config: &Config, choices: &[Choice], state: &State) {
+fn clean_up_conntrack(runner: &Runner, config: &Config, choices: &[Choice], state: &State) {
     for c in choices {
         let var = &config.variables[c.variable];
         let old_up = c.effective_index.is_some_and(|i| {
@@ -418,7 +424,7 @@ fn clean_up_conntrack(config: &Config, choices: &[Choice], state: &State) {
             ));
             continue;
         }
-        match conntrack::delete(&filter, c.family) {
+        match conntrack::delete(runner, &filter, c.family) {
             Ok(n) => log::info(&format!(
                 "{define}: conntrack clean-up deleted {n} entries ({filter})"
             )),

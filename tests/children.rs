@@ -451,3 +451,55 @@ fn through_sudo_root_children_are_stopped_or_reported() {
         out.status
     );
 }
+
+/// Peak RSS in KiB of a command run under GNU time, and its output.
+fn with_peak_rss(f: &Fixture, extra: &[&str]) -> (u64, Output) {
+    let rss = f.dir.path().join("rss");
+    let mut cmd = f.command(
+        &["/usr/bin/time", "-f", "%M", "-o", path_str(&rss)],
+        &f.reload(),
+    );
+    cmd.args(extra);
+    let out = output_within(cmd, Duration::from_secs(30));
+    let kib = fs::read_to_string(&rss)
+        .unwrap()
+        .trim()
+        .lines()
+        .last()
+        .unwrap()
+        .parse()
+        .unwrap();
+    (kib, out)
+}
+
+/// An nft and a conntrack that print 300 MB and then hang: the run keeps 64 KiB of it, stays
+/// small, and ends at --command-timeout, restoring the include.
+#[test]
+fn a_flood_of_child_output_is_capped_and_the_time_limit_holds() {
+    in_netns(|| {
+        let _backup = listen("127.0.0.2", PORT);
+        let f = web_fixture();
+        let pids = f.dir.path().join("pids");
+        script(
+            &f.nft,
+            &format!(
+                "head -c 300000000 /dev/zero | tr '\\0' x >&2\n{}",
+                hang(&pids)
+            ),
+        );
+        let started = Instant::now();
+        let (kib, out) = with_peak_rss(&f, &["--command-timeout", "3s"]);
+        let took = started.elapsed();
+        assert_exit(&out, 1);
+        let log = stderr(&out);
+        assert!(kib < 50 * 1024, "peak RSS {kib} KiB");
+        assert!(took < Duration::from_secs(8), "{took:?}");
+        assert!(log.len() < 200_000, "{} bytes of log", log.len());
+        assert!(
+            log.contains("more bytes not kept"),
+            "{}",
+            &log[log.len().saturating_sub(2000)..]
+        );
+        assert_eq!(fs::read_to_string(&f.output).unwrap(), OLD);
+    });
+}
