@@ -26,7 +26,7 @@ impl Json {
             Json::Null => "null".into(),
             Json::Bool(b) => format!("boolean {b}"),
             Json::Number(n) => format!("number {n}"),
-            Json::String(s) => format!("string {s:?}"),
+            Json::String(s) => format!("string {}", crate::text::quoted(s, 64)),
             Json::Array(_) => "a list".into(),
             Json::Object(_) => "an object".into(),
         }

@@ -34,6 +34,15 @@ pub fn escape(text: &str, keep_tab: bool) -> Cow<'_, str> {
     Cow::Owned(out)
 }
 
+/// `text` in double quotes with escapes, as `{:?}` shows it, cut to its first `max`
+/// characters (then "… (N bytes)" follows the quotes): for echoing a bad value from a file.
+pub fn quoted(text: &str, max: usize) -> String {
+    match text.char_indices().nth(max) {
+        None => format!("{text:?}"),
+        Some((cut, _)) => format!("{:?}… ({} bytes)", &text[..cut], text.len()),
+    }
+}
+
 /// `text` cut to its first `max` characters, with "…" and the full length in bytes after a
 /// cut, and control characters escaped: for echoing a name or value from a file, which may be
 /// megabytes long, in one line of a message.

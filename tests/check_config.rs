@@ -174,3 +174,60 @@ fn it_needs_no_privilege_and_no_network() {
     // Nothing was written beside it.
     assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 1);
 }
+
+/// Sizes: a 10 MB variable name is refused in a short message, long bad values are echoed
+/// cut, and 100,000 bad keys are listed as the first 20 and a count.
+#[test]
+fn huge_names_values_and_problem_counts_give_short_messages() {
+    let dir = tempfile::tempdir().unwrap();
+    let name = "n".repeat(10 << 20);
+    let config = write(
+        dir.path(),
+        "name.json",
+        &format!(r#"{{"failover": {{"{name}": {{"ip4": "192.0.2.1", "port": 1}}}}}}"#),
+    );
+    let out = check(&config);
+    assert_exit(&out, 2);
+    let said = stderr(&out);
+    assert!(said.len() < 1000, "{} bytes", said.len());
+    assert!(
+        said.contains("the variable name is 10485760 bytes long; at most 64"),
+        "{said}"
+    );
+
+    let value = "x".repeat(1 << 20);
+    let config = write(
+        dir.path(),
+        "value.json",
+        &format!(r#"{{"failover": {{"a": {{"ip4": "{value}", "port": 1}}}}}}"#),
+    );
+    let out = check(&config);
+    assert_exit(&out, 2);
+    let said = stderr(&out);
+    assert!(said.len() < 1000, "{} bytes", said.len());
+    assert!(said.contains("… (1048576 bytes)"), "{said}");
+
+    let keys: Vec<String> = (0..100_000).map(|i| format!(r#""k{i}": 1"#)).collect();
+    let config = write(
+        dir.path(),
+        "keys.json",
+        &format!(
+            r#"{{"failover": {{"a": {{"ip4": "192.0.2.1", "port": 1, {}}}}}}}"#,
+            keys.join(", ")
+        ),
+    );
+    let out = check(&config);
+    assert_exit(&out, 2);
+    let said = stderr(&out);
+    assert!(
+        said.contains("100000 problems in config"),
+        "{}",
+        &said[..200]
+    );
+    assert!(
+        said.contains("\n  … and 99980 more"),
+        "{}",
+        &said[said.len() - 300..]
+    );
+    assert_eq!(said.lines().count(), 22, "{}", &said[..500]);
+}

@@ -398,10 +398,12 @@ fn resolve(
             None => problems.push(match method {
                 Method::Tcp => format!(
                     "{where_}: expected \"ADDRESS:PORT\" (IPv6 as \"[ADDRESS]:PORT\") for a tcp \
-                     check, found {text:?}"
+                     check, found {}",
+                    crate::text::quoted(&text, 64)
                 ),
                 Method::Icmp => format!(
-                    "{where_}: expected an IP address (no port) for an icmp check, found {text:?}"
+                    "{where_}: expected an IP address (no port) for an icmp check, found {}",
+                    crate::text::quoted(&text, 64)
                 ),
             }),
         }
@@ -491,7 +493,8 @@ fn path(value: &Json, at: &str, counts: [usize; 2], problems: &mut Vec<String>) 
                                 }
                             }
                             Err(_) => problems.push(format!(
-                                "{at}.source: expected an IP address, found {text:?}"
+                                "{at}.source: expected an IP address, found {}",
+                                crate::text::quoted(text, 64)
                             )),
                         },
                         other => problems.push(format!(

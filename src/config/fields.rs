@@ -18,7 +18,8 @@ pub fn report_duplicates(entries: &[(String, Json)], at: &str, problems: &mut Ve
     for (key, _) in entries {
         if count.remove(key.as_str()).is_some_and(|n| n > 1) {
             problems.push(format!(
-                "{at}: duplicate key {key:?}; JSON objects take each key once"
+                "{at}: duplicate key {}; JSON objects take each key once",
+                crate::text::quoted(key, 64)
             ));
         }
     }

@@ -64,8 +64,11 @@ impl fmt::Display for ConfigError {
                     path.display(),
                     if n == 1 { "" } else { "s" }
                 )?;
-                for p in problems {
+                for p in problems.iter().take(MAX_SHOWN) {
                     write!(f, "\n  {p}")?;
+                }
+                if n > MAX_SHOWN {
+                    write!(f, "\n  … and {} more", n - MAX_SHOWN)?;
                 }
                 Ok(())
             }
@@ -156,6 +159,9 @@ fn validate(tree: &Json, problems: &mut Vec<String>) -> Option<Config> {
         publish,
     })
 }
+
+/// The most problems an error lists; the count says how many more there are.
+const MAX_SHOWN: usize = 20;
 
 /// The keys the top level takes. Comments are `//` and `/* */`, or a `"comment"` key.
 const TOP_KEYS: [&str; 3] = ["failover", "settings", "comment"];

@@ -217,8 +217,9 @@ fn fallback(value: &Json, at: &str, problems: &mut Vec<String>) -> Option<Fallba
             Json::String(text) => match text.parse::<IpAddr>() {
                 Ok(addr) if addr.is_ipv4() == (family == Family::V4) => *slot = Some(addr),
                 _ => problems.push(format!(
-                    "{at}.fallback.{key}: expected an {} address, found {text:?}",
-                    if family == Family::V4 { "IPv4" } else { "IPv6" }
+                    "{at}.fallback.{key}: expected an {} address, found {}",
+                    if family == Family::V4 { "IPv4" } else { "IPv6" },
+                    crate::text::quoted(text, 64)
                 )),
             },
             other => problems.push(format!(

@@ -6,7 +6,6 @@ use super::fields::{lookup, report_duplicates, unknown_key};
 use super::settings::{AllDown, ApplyMode, Fallback, Policy, SETTING_KEYS, Settings, setting};
 use super::values::{Family, Value, is_identifier, parse_value};
 use crate::jsonc::Json;
-use crate::text::escape_controls;
 use std::collections::HashSet;
 use std::net::IpAddr;
 
@@ -137,6 +136,10 @@ fn check_policy(var: &Variable, at: &str, problems: &mut Vec<String>) {
 const VARIABLE_KEYS: &str =
     "ip4, ip6, port, values, check, checks, paths, conntrack_cleanup, or a setting";
 
+/// The longest variable name: far above real use, and `NAME_v4_map` stays well inside nft's
+/// 255-byte set names.
+pub const MAX_NAME: usize = 64;
+
 /// A variable's own keys; it also takes `check::KEYS` and the `SETTING_KEYS` it overrides.
 pub const OWN_KEYS: [&str; 5] = ["ip4", "ip6", "port", "values", "comment"];
 
@@ -157,12 +160,19 @@ pub fn validate_variable(
     problems: &mut Vec<String>,
 ) -> Option<Variable> {
     // Escaped: the name comes from the file and must not break the message into lines.
-    let at = format!("failover.{}", escape_controls(name));
+    let at = format!("failover.{}", crate::text::shorten(name, 64));
     let before = problems.len();
-    if !is_identifier(name) {
+    if name.len() > MAX_NAME {
         problems.push(format!(
-            "{at}: variable name {name:?} is not an nft identifier \
-             (letters, digits and _, not starting with a digit)"
+            "{at}: the variable name is {} bytes long; at most {MAX_NAME} (it names nft defines, \
+             sets and maps)",
+            name.len()
+        ));
+    } else if !is_identifier(name) {
+        problems.push(format!(
+            "{at}: variable name {} is not an nft identifier \
+             (letters, digits and _, not starting with a digit)",
+            crate::text::quoted(name, 64)
         ));
     }
     let Json::Object(entries) = body else {
@@ -299,13 +309,15 @@ fn addresses(
                 if addr.is_ipv4() { "ip4" } else { "ip6" }
             )),
             Err(_) if looks_like_hostname(text) => problems.push(format!(
-                "{where_}: expected {expected}, found hostname {text:?}; hostnames are not \
-                 supported, list the addresses instead"
+                "{where_}: expected {expected}, found hostname {}; hostnames are not \
+                 supported, list the addresses instead",
+                crate::text::quoted(text, 64)
             )),
             Err(_) if family == Family::V6 && text.contains(':') => problems.push(format!(
-                "{where_}: expected {expected}, found {text:?} (IPv6 has eight groups, or :: for a run of zero groups)"
+                "{where_}: expected {expected}, found {} (IPv6 has eight groups, or :: for a run of zero groups)",
+                crate::text::quoted(text, 64)
             )),
-            Err(_) => problems.push(format!("{where_}: expected {expected}, found {text:?}")),
+            Err(_) => problems.push(format!("{where_}: expected {expected}, found {}", crate::text::quoted(text, 64))),
         }
     }
     out
