@@ -161,6 +161,17 @@ pub fn replace_file(path: &Path, contents: &[u8]) -> Result<()> {
 /// setuid, setgid and sticky bits; a new file gets mode 0640. An existing symlink or other
 /// non-regular file is refused, never replaced: it is the admin's, not ours.
 pub fn write_atomically(path: &Path, contents: &[u8], durable: bool) -> Result<()> {
+    write_atomically_with_mode(path, contents, durable, NEW_FILE_MODE)
+}
+
+/// [`write_atomically`], with `new_mode` for a file that does not exist yet, set on the
+/// temporary file before the rename.
+pub fn write_atomically_with_mode(
+    path: &Path,
+    contents: &[u8],
+    durable: bool,
+    new_mode: u32,
+) -> Result<()> {
     let dir = match path.parent() {
         Some(d) if !d.as_os_str().is_empty() => d,
         _ => Path::new("."),
@@ -193,7 +204,7 @@ pub fn write_atomically(path: &Path, contents: &[u8], durable: bool) -> Result<(
     tmp.write_all(contents)?;
     let mode = existing
         .as_ref()
-        .map_or(NEW_FILE_MODE, |m| m.mode() & COPIED_MODE_MASK);
+        .map_or(new_mode, |m| m.mode() & COPIED_MODE_MASK);
     if let Some(m) = &existing {
         // Owner first, then the mode: a chown may clear mode bits.
         keep_owner(tmp.as_file(), m, path);

@@ -94,6 +94,25 @@ pub fn writable(path: &Path) -> anyhow::Result<()> {
         Some(d) => d,
         None => Path::new("."),
     };
+    if let Ok(m) = std::fs::symlink_metadata(dir)
+        && !m.is_dir()
+    {
+        anyhow::bail!(
+            "{} is {}, not a directory; the state directory must be a real directory: remove it, \
+             it is created again",
+            dir.display(),
+            if m.file_type().is_symlink() {
+                format!(
+                    "a symlink to {}",
+                    std::fs::read_link(dir)
+                        .map(|t| t.display().to_string())
+                        .unwrap_or_default()
+                )
+            } else {
+                "a file".to_string()
+            }
+        );
+    }
     std::fs::create_dir_all(dir)?;
     tempfile::Builder::new()
         .prefix(".state-probe.")

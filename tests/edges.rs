@@ -385,3 +385,46 @@ fn a_root_run_refuses_a_config_others_can_write() {
         assert_eq!(fs::read_to_string(&ran).unwrap().trim(), "0");
     });
 }
+
+/// Under -q a failing hook's own words still reach the log, with its warning; a state
+/// directory replaced by a link is named as such.
+#[test]
+fn quiet_runs_show_a_failing_hooks_words_and_a_linked_state_directory_is_named() {
+    in_netns(|| {
+        let _a = listen("127.0.0.1", PORT);
+        let f = Fixture::new();
+        let hook = f.dir.path().join("hook.sh");
+        fs::write(
+            &hook,
+            "#!/bin/sh\necho 'cannot reach the pager' >&2\nexit 3\n",
+        )
+        .unwrap();
+        sh(&format!("chmod 755 {}", hook.display()));
+        f.write_config(&format!(
+            r#"{{"settings": {{"on_change": {{"command": ["{}"]}}}}, "failover": {{"web": {{"ip4": ["127.0.0.1"], "port": {PORT}}}}}}}"#,
+            hook.display()
+        ));
+        f.write_main("  ip daddr $web_v4 counter");
+        let out = f.run(&["-q"]);
+        assert_exit(&out, 0);
+        let log = stderr(&out);
+        assert!(
+            log.contains("warning: on_change: cannot reach the pager"),
+            "{log}"
+        );
+        assert!(log.contains("failed (exit status: 3)"), "{log}");
+
+        let state_dir = f.state.parent().unwrap();
+        fs::remove_dir_all(state_dir).unwrap();
+        std::os::unix::fs::symlink("/etc/hostname", state_dir).unwrap();
+        let out = f.run(&[]);
+        let log = stderr(&out);
+        assert!(
+            log.contains(&format!(
+                "{} is a symlink to /etc/hostname, not a directory",
+                state_dir.display()
+            )),
+            "{log}"
+        );
+    });
+}

@@ -53,8 +53,15 @@ pub fn run(hook: &Hook, changes: &[Change], at: u64) -> bool {
     let name = &hook.command[0];
     match run_inner(hook, changes, at) {
         Ok((status, output)) => {
+            // A failing hook's own words belong with its warning, also under -q.
+            let failed = !status.is_some_and(|s| s.success());
             for line in String::from_utf8_lossy(&output).lines() {
-                log::info(&format!("on_change: {line}"));
+                let line = format!("on_change: {line}");
+                if failed {
+                    log::warn(&line)
+                } else {
+                    log::info(&line)
+                }
             }
             let took = started.elapsed().as_secs_f64() * 1e3;
             match status {

@@ -4,7 +4,6 @@ use super::{Run, define_name, status};
 use crate::config::Config;
 use crate::model::State;
 use std::fmt::Write;
-use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 
 const PREFIX: &str = "nftables_failover";
@@ -321,10 +320,7 @@ pub fn render(config: &Config, run: &Run, state: &State, now: u64) -> String {
 /// Writes the file atomically (temp file and rename): node_exporter never reads half a file.
 /// A new file is made readable by all, since node_exporter runs as another user.
 pub fn write(path: &Path, text: &str) -> anyhow::Result<()> {
-    let new = !path.exists();
-    crate::files::write_atomically(path, text.as_bytes(), false)?;
-    if new {
-        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o644))?;
-    }
-    Ok(())
+    // A new file is 0644 for node_exporter from the moment it appears (its mode is set on the
+    // temporary file, before the rename); an existing one keeps its mode.
+    crate::files::write_atomically_with_mode(path, text.as_bytes(), false, 0o644)
 }

@@ -304,6 +304,14 @@ pub fn publish(m: &Mqtt, node: &Node, messages: &[Message]) -> anyhow::Result<()
     if let Some(path) = &m.credentials_file {
         let (user, password) = credentials(path)?;
         options.set_credentials(user, password);
+        if m.ca_file.is_none() {
+            log::warn(&format!(
+                "mqtt: the password from {} goes to {}:{} in plain text; set ca_file to use TLS",
+                path.display(),
+                m.broker,
+                m.port
+            ));
+        }
     }
     if let Some(ca) = &m.ca_file {
         options.set_transport(Transport::Tls(TlsConfiguration::Rustls(Arc::new(
