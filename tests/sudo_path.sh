@@ -91,6 +91,13 @@ getent passwd "$SVC_USER" >/dev/null || fail "postinst did not create user $SVC_
 [ "$(stat -c '%U:%G %a' /etc/nftables.d/addons)" = "root:$SVC_USER 2775" ] ||
     fail "postinst made /etc/nftables.d/addons $(stat -c '%U:%G %a' /etc/nftables.d/addons), expected root:$SVC_USER 2775"
 "${T[@]}" sh "$REPO/debian/postinst" configure || fail "postinst is not idempotent"
+# Monitoring (README, "Status"): a reader with the documented sudoers line, and a stranger.
+useradd --system --no-create-home --shell /usr/sbin/nologin monitor
+useradd --system --no-create-home --shell /usr/sbin/nologin stranger
+printf '%s\n' "monitor ALL = (nftables-failover) NOPASSWD: $W/nftables-failover status --json" \
+    >/etc/sudoers.d/monitoring
+chmod 0440 /etc/sudoers.d/monitoring
+"${T[@]}" visudo -c >/dev/null || fail "sudoers with the monitoring line does not parse"
 
 # The shipped example main config, unchanged: it includes /etc/nftables.d/addons/*.nft and uses
 # $endpoint_filer_v4, $endpoint_filer_v6, $endpoint_print_v4 and $mark_proxy_v4.
@@ -232,6 +239,26 @@ step "second run: unchanged, no sudo at all"
 as_user "$W/nftables-failover" -v || { show; fail "the unchanged run failed"; }
 grep -q "unchanged" "$W/err" || { show; fail "second run did not report 'unchanged'"; }
 grep -q "sudo" "$W/err" && { show; fail "an unchanged run must not run sudo"; }
+
+step "monitoring: status --json as the service user through one sudoers line, not otherwise"
+# Runs "$2..." as user $1, like a monitoring agent would, without the service's sandbox.
+as_other() {
+    local who=$1 rc=0
+    shift
+    (exec "${T[@]}" setpriv --reuid="$who" --regid="$who" --init-groups \
+        env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin "$@") >"$W/out" 2>"$W/err" || rc=$?
+    return $rc
+}
+# Its exit code is the Nagios status (1: some define failed over here), not a failure.
+rc=0; as_other monitor sudo -n -u "$SVC_USER" "$W/nftables-failover" status --json || rc=$?
+[ $rc -le 2 ] && grep -q '"exit_code": '"$rc" "$W/out" || { show; fail "the reader did not get the status (exit $rc)"; }
+as_other monitor "$W/nftables-failover" status --json && { show; fail "status without sudo should not read the config"; }
+grep -q "Permission denied" "$W/out" || { show; fail "the reader's direct status did not say why"; }
+as_other monitor sudo -n -u "$SVC_USER" "$W/nftables-failover" status --check && { show; fail "the reader may run only status --json"; }
+as_other stranger sudo -n -u "$SVC_USER" "$W/nftables-failover" status --json && { show; fail "a stranger ran status"; }
+rc=0; as_user "$W/nftables-failover" status --json || rc=$?
+[ $rc -le 2 ] && grep -q '"exit_code": '"$rc" "$W/out" || { show; fail "the service user's own status failed (exit $rc)"; }
+as_other monitor touch /etc/nftables.d/addons/probe && fail "the reader can write the addon directory"
 
 step "nftables.service failed (no include at boot): the run asks its state and starts it"
 rm /etc/nftables.d/addons/failover.nft
