@@ -15,7 +15,7 @@ use std::io::{self, ErrorKind};
 use std::mem::MaybeUninit;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicBool, AtomicU16, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 use tokio::io::unix::AsyncFd;
 use tokio::sync::oneshot;
@@ -25,8 +25,44 @@ const ECHO_REPLY_V4: u8 = 0;
 const ECHO_REQUEST_V6: u8 = 128;
 const ECHO_REPLY_V6: u8 = 129;
 
-/// Sequence numbers, and identifiers on raw sockets, distinct per probe within a run.
-static NEXT: AtomicU16 = AtomicU16::new(1);
+/// Sequence numbers, distinct per probe within a run, counted from a random start.
+static NEXT: AtomicU16 = AtomicU16::new(0);
+
+/// What makes a run's echo requests hard to answer for anyone who did not see them: a random
+/// identifier (raw sockets; the kernel picks a ping socket's), a random first sequence number,
+/// and a random payload that a reply must echo. A spoofed reply must guess all of them.
+struct Secret {
+    ident: u16,
+    seq: u16,
+    cookie: [u8; 8],
+}
+
+fn secret() -> &'static Secret {
+    static SECRET: OnceLock<Secret> = OnceLock::new();
+    SECRET.get_or_init(|| {
+        let mut r = [0u8; 12];
+        // SAFETY: getrandom writes at most r.len() bytes into the live buffer.
+        let n = unsafe { libc::getrandom(r.as_mut_ptr().cast(), r.len(), 0) };
+        if n != r.len() as isize {
+            // Never on Linux ≥ 3.17 with a seeded pool; the time is a poor but working fallback.
+            let t = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_nanos());
+            r.copy_from_slice(&(t ^ u128::from(std::process::id()) << 64).to_le_bytes()[..12]);
+        }
+        Secret {
+            ident: u16::from_le_bytes([r[0], r[1]]),
+            seq: u16::from_le_bytes([r[2], r[3]]),
+            cookie: r[4..12].try_into().expect("8 bytes"),
+        }
+    })
+}
+
+fn next_seq() -> u16 {
+    secret()
+        .seq
+        .wrapping_add(NEXT.fetch_add(1, Ordering::Relaxed))
+}
 
 /// What kind of socket an echo went out on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -75,6 +111,11 @@ fn is_denied(e: &io::Error) -> bool {
     e.kind() == ErrorKind::PermissionDenied
 }
 
+struct Waiter {
+    tx: oneshot::Sender<Instant>,
+    ifindex: Option<u32>,
+}
+
 /// The one socket that receives echo replies for every raw-socket probe of a family in a run.
 ///
 /// A raw socket is handed a copy of every ICMP packet the host receives, so one raw socket per
@@ -87,7 +128,8 @@ fn is_denied(e: &io::Error) -> bool {
 pub struct Hub {
     family: Family,
     sock: Socket,
-    waiting: Mutex<HashMap<(IpAddr, u16, u16), oneshot::Sender<Instant>>>,
+    /// Per awaited reply: who waits, and the interface it must arrive on (interface paths).
+    waiting: Mutex<HashMap<(IpAddr, u16, u16), Waiter>>,
     stop: AtomicBool,
 }
 
@@ -99,6 +141,7 @@ impl Hub {
             return Err(io::Error::other("ICMP hub: expected a raw socket"));
         }
         set_filter(&sock, family, Some(family_reply(family)))?;
+        set_pktinfo(&sock, family)?;
         // Room for bursts of replies: as much as the kernel grants without privileges
         // (net.core.rmem_max), more where CAP_NET_ADMIN allows forcing it.
         let want: libc::c_int = 8 << 20;
@@ -136,29 +179,30 @@ impl Hub {
     }
 
     fn read(&self) {
-        let mut buf = vec![MaybeUninit::<u8>::uninit(); 1500];
+        let mut buf = [0u8; 1500];
         while !self.stop.load(Ordering::Relaxed) {
-            let Ok((n, from)) = self.sock.recv_from(&mut buf) else {
+            let Ok((n, from, ifindex)) = recv_with_ifindex(&self.sock, &mut buf) else {
                 continue; // the read timeout, or an error the next read may not have
             };
             let at = Instant::now();
-            // SAFETY: recv_from initialised the first n bytes.
-            let bytes: &[u8] = unsafe { std::slice::from_raw_parts(buf.as_ptr().cast(), n) };
-            let (Some(from), Some((ident, seq))) =
-                (from.as_socket(), reply_ids(self.family, Kind::Raw, bytes))
-            else {
+            let bytes = &buf[..n];
+            let Some((ident, seq)) = reply_ids(self.family, Kind::Raw, bytes) else {
                 continue;
             };
-            let waiter = self.lock().remove(&(from.ip(), ident, seq));
-            if let Some(tx) = waiter {
-                let _ = tx.send(at);
+            let mut waiting = self.lock();
+            let key = (from, ident, seq);
+            // A reply on another interface than the probe's path is not its reply.
+            if waiting
+                .get(&key)
+                .is_some_and(|w| w.ifindex.is_none_or(|want| Some(want) == ifindex))
+                && let Some(w) = waiting.remove(&key)
+            {
+                let _ = w.tx.send(at);
             }
         }
     }
 
-    fn lock(
-        &self,
-    ) -> std::sync::MutexGuard<'_, HashMap<(IpAddr, u16, u16), oneshot::Sender<Instant>>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<(IpAddr, u16, u16), Waiter>> {
         self.waiting.lock().unwrap_or_else(|e| e.into_inner())
     }
 }
@@ -196,14 +240,18 @@ pub async fn echo(
         path::apply(&sock, p, family)?;
     }
     sock.set_nonblocking(true)?;
-    let seq = NEXT.fetch_add(1, Ordering::Relaxed);
+    let seq = next_seq();
     let dest = SockAddr::from(SocketAddr::new(target, 0));
     if let Some(hub) = hub {
         set_filter(&sock, family, None)?;
-        let ident = (std::process::id() as u16) ^ seq.rotate_left(8);
+        let ident = secret().ident;
         let key = (target, ident, seq);
         let (tx, rx) = oneshot::channel();
-        hub.lock().insert(key, tx);
+        let ifindex = match path.and_then(|p| p.interface.as_deref()) {
+            Some(dev) => Some(ifindex_of(dev)?),
+            None => None,
+        };
+        hub.lock().insert(key, Waiter { tx, ifindex });
         let start = Instant::now();
         let sent = sock.send_to(&packet(family, kind, ident, seq), &dest);
         let got = match sent {
@@ -224,7 +272,8 @@ pub async fn echo(
     let fd = unsafe { AsyncFd::register(sock) }.map_err(|e| e.into_parts().1)?;
     let start = Instant::now();
     // The kernel sets a ping socket's identifier (its local "port", known once the send bound
-    // it) and delivers only replies that carry it.
+    // it) and delivers only replies that carry it, and with SO_BINDTODEVICE only those that
+    // arrive on that device.
     fd.get_ref().send_to(&packet(family, kind, 0, seq), &dest)?;
     let ident = fd
         .get_ref()
@@ -300,7 +349,7 @@ fn packet(family: Family, kind: Kind, ident: u16, seq: u16) -> Vec<u8> {
     let mut p = vec![kind_byte, 0, 0, 0];
     p.extend_from_slice(&ident.to_be_bytes());
     p.extend_from_slice(&seq.to_be_bytes());
-    p.extend_from_slice(b"nftfailv");
+    p.extend_from_slice(&secret().cookie);
     // The kernel fills in the checksum for ping sockets and for ICMPv6; only raw ICMPv4
     // needs it from us.
     if family == Family::V4 && kind == Kind::Raw {
@@ -324,12 +373,114 @@ fn reply_ids(family: Family, kind: Kind, bytes: &[u8]) -> Option<(u16, u16)> {
     } else {
         bytes
     };
-    (icmp.len() >= 8 && icmp[0] == family_reply(family) && icmp[1] == 0).then(|| {
-        (
-            u16::from_be_bytes([icmp[4], icmp[5]]),
-            u16::from_be_bytes([icmp[6], icmp[7]]),
+    // An echo reply carries the request's payload: this run's cookie, or it is not ours.
+    (icmp.len() >= 16
+        && icmp[0] == family_reply(family)
+        && icmp[1] == 0
+        && icmp[8..16] == secret().cookie)
+        .then(|| {
+            (
+                u16::from_be_bytes([icmp[4], icmp[5]]),
+                u16::from_be_bytes([icmp[6], icmp[7]]),
+            )
+        })
+}
+
+/// Asks the kernel to tell on which interface each packet arrived (IP_PKTINFO, IPV6_PKTINFO).
+fn set_pktinfo(sock: &Socket, family: Family) -> io::Result<()> {
+    use std::os::fd::AsRawFd;
+    let on: libc::c_int = 1;
+    let (level, name) = match family {
+        Family::V4 => (libc::IPPROTO_IP, libc::IP_PKTINFO),
+        Family::V6 => (libc::IPPROTO_IPV6, libc::IPV6_RECVPKTINFO),
+    };
+    // SAFETY: setsockopt reads one c_int from a live local.
+    let rc = unsafe {
+        libc::setsockopt(
+            sock.as_raw_fd(),
+            level,
+            name,
+            (&raw const on).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
         )
-    })
+    };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
+/// Receives one packet: its length, its source address, and the interface it arrived on.
+fn recv_with_ifindex(sock: &Socket, buf: &mut [u8]) -> io::Result<(usize, IpAddr, Option<u32>)> {
+    use std::os::fd::AsRawFd;
+    let mut from: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
+    let mut control = [0u64; 16];
+    let mut iov = libc::iovec {
+        iov_base: buf.as_mut_ptr().cast(),
+        iov_len: buf.len(),
+    };
+    // SAFETY: a zeroed msghdr is valid; every pointer set below outlives the call.
+    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+    msg.msg_name = (&raw mut from).cast();
+    msg.msg_namelen = std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
+    msg.msg_iov = &raw mut iov;
+    msg.msg_iovlen = 1;
+    msg.msg_control = control.as_mut_ptr().cast();
+    msg.msg_controllen = std::mem::size_of_val(&control);
+    // SAFETY: recvmsg writes into the buffers the msghdr points at, within their lengths.
+    let n = unsafe { libc::recvmsg(sock.as_raw_fd(), &raw mut msg, 0) };
+    if n < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let from = match i32::from(from.ss_family) {
+        libc::AF_INET => {
+            // SAFETY: the kernel wrote a sockaddr_in for an AF_INET source.
+            let a: libc::sockaddr_in = unsafe { std::ptr::read((&raw const from).cast()) };
+            IpAddr::from(u32::from_be(a.sin_addr.s_addr).to_be_bytes())
+        }
+        libc::AF_INET6 => {
+            // SAFETY: the kernel wrote a sockaddr_in6 for an AF_INET6 source.
+            let a: libc::sockaddr_in6 = unsafe { std::ptr::read((&raw const from).cast()) };
+            IpAddr::from(a.sin6_addr.s6_addr)
+        }
+        _ => return Err(io::Error::other("ICMP reply without an IP source")),
+    };
+    let mut ifindex = None;
+    // SAFETY: the CMSG macros walk the control buffer recvmsg filled, within msg_controllen.
+    unsafe {
+        let mut c = libc::CMSG_FIRSTHDR(&raw const msg);
+        while !c.is_null() {
+            let data = libc::CMSG_DATA(c);
+            match ((*c).cmsg_level, (*c).cmsg_type) {
+                (libc::IPPROTO_IP, libc::IP_PKTINFO) => {
+                    let info: libc::in_pktinfo = std::ptr::read_unaligned(data.cast());
+                    ifindex = Some(info.ipi_ifindex as u32);
+                }
+                (libc::IPPROTO_IPV6, libc::IPV6_PKTINFO) => {
+                    let info: libc::in6_pktinfo = std::ptr::read_unaligned(data.cast());
+                    ifindex = Some(info.ipi6_ifindex);
+                }
+                _ => {}
+            }
+            c = libc::CMSG_NXTHDR(&raw const msg, c);
+        }
+    }
+    Ok((n as usize, from, ifindex))
+}
+
+/// The index of interface `dev`, for matching where replies arrive.
+fn ifindex_of(dev: &str) -> io::Result<u32> {
+    let name =
+        std::ffi::CString::new(dev).map_err(|_| io::Error::other("interface name with NUL"))?;
+    // SAFETY: if_nametoindex reads a NUL-terminated string.
+    match unsafe { libc::if_nametoindex(name.as_ptr()) } {
+        0 => Err(io::Error::new(
+            ErrorKind::NotFound,
+            format!("interface {dev}: {}", io::Error::last_os_error()),
+        )),
+        i => Ok(i),
+    }
 }
 
 /// The Internet checksum (RFC 1071).
@@ -360,6 +511,7 @@ mod tests {
             let mut p = vec![t, 0, 0, 0];
             p.extend_from_slice(&id.to_be_bytes());
             p.extend_from_slice(&seq.to_be_bytes());
+            p.extend_from_slice(&secret().cookie);
             p
         };
         let ok = reply(ECHO_REPLY_V6, 5, 9);
@@ -383,6 +535,23 @@ mod tests {
         v4.extend_from_slice(&reply(ECHO_REPLY_V4, 5, 9));
         assert!(is_reply(Family::V4, Kind::Raw, &v4, 5, 9));
         assert!(!is_reply(Family::V4, Kind::Ping, &v4, 5, 9));
+        // The right identifier and sequence with another payload: a guess, not a reply.
+        let mut forged = reply(ECHO_REPLY_V6, 5, 9);
+        forged[8] ^= 1;
+        assert!(
+            !is_reply(Family::V6, Kind::Raw, &forged, 5, 9),
+            "other payload"
+        );
+    }
+
+    #[test]
+    fn identifiers_and_sequence_numbers_are_not_predictable() {
+        // Random per run: at the least, not the fixed start or a function of the pid alone.
+        let s = secret();
+        let seqs: Vec<u16> = (0..3).map(|_| next_seq()).collect();
+        assert_eq!(seqs[1], seqs[0].wrapping_add(1));
+        assert!(s.cookie != *b"nftfailv" && s.cookie != [0; 8]);
+        assert!(s.seq != 0 || s.ident != 0);
     }
 
     #[test]
