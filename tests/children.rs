@@ -503,3 +503,79 @@ fn a_flood_of_child_output_is_capped_and_the_time_limit_holds() {
         assert_eq!(fs::read_to_string(&f.output).unwrap(), OLD);
     });
 }
+
+/// A conntrack that prints 300 MB and hangs: the clean-up after a failover is bounded by
+/// --command-timeout like every other child, its output capped, and its failure named.
+#[test]
+fn a_hanging_chatty_conntrack_is_bounded_like_nft() {
+    in_netns(|| {
+        let primary = listen("127.0.0.1", PORT);
+        let _backup = listen("127.0.0.2", PORT);
+        let f = Fixture::new();
+        f.write_config(&format!(
+            r#"{{"failover": {{"web": {{"ip4": ["127.0.0.1", "127.0.0.2"], "port": {PORT},
+                "conntrack_cleanup": "address"}}}}}}"#
+        ));
+        f.write_main("  ip daddr $web_v4 accept");
+        assert_exit(&f.run(&[]), 0);
+        let fake = f.dir.path().join("conntrack");
+        let pids = f.dir.path().join("pids");
+        script(
+            &fake,
+            &format!(
+                "head -c 300000000 /dev/zero | tr '\\0' x >&2\n{}",
+                hang(&pids)
+            ),
+        );
+        drop(primary);
+        let rss = f.dir.path().join("rss");
+        let mount = format!(
+            "mount --bind {} /usr/sbin/conntrack && exec \"$0\" \"$@\"",
+            fake.display()
+        );
+        let mut cmd = f.command(
+            &[
+                "unshare",
+                "--mount",
+                "--propagation",
+                "private",
+                "/usr/bin/time",
+                "-f",
+                "%M",
+                "-o",
+                path_str(&rss),
+                "sh",
+                "-c",
+                &mount,
+            ],
+            &f.reload(),
+        );
+        cmd.args(["--command-timeout", "2s"]);
+        let started = Instant::now();
+        let out = output_within(cmd, Duration::from_secs(30));
+        let took = started.elapsed();
+        assert_exit(&out, 0);
+        let log = stderr(&out);
+        let kib: u64 = fs::read_to_string(&rss)
+            .unwrap()
+            .trim()
+            .lines()
+            .last()
+            .unwrap()
+            .parse()
+            .unwrap();
+        assert!(kib < 50 * 1024, "peak RSS {kib} KiB");
+        assert!(took < Duration::from_secs(6), "{took:?}: {log}");
+        assert!(
+            log.contains("conntrack clean-up failed"),
+            "{}",
+            &log[log.len().saturating_sub(1500)..]
+        );
+        assert!(
+            log.contains("did not finish within 2s"),
+            "{}",
+            &log[log.len().saturating_sub(1500)..]
+        );
+        assert!(log.len() < 200_000, "{} bytes of log", log.len());
+    });
+}
