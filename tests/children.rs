@@ -452,27 +452,21 @@ fn through_sudo_root_children_are_stopped_or_reported() {
     );
 }
 
-/// Peak RSS in KiB of a command run under GNU time, and its output.
-fn with_peak_rss(f: &Fixture, extra: &[&str]) -> (u64, Output) {
+/// Peak RSS in KiB of the binary run under GNU time (inside `outer`, around `inner`), and its
+/// output.
+fn with_peak_rss(f: &Fixture, outer: &[&str], inner: &[&str], extra: &[&str]) -> (u64, Output) {
     let rss = f.dir.path().join("rss");
-    let mut cmd = f.command(
-        &["/usr/bin/time", "-f", "%M", "-o", path_str(&rss)],
-        &f.reload(),
-    );
+    let mut wrapper: Vec<&str> = outer.to_vec();
+    wrapper.extend(["/usr/bin/time", "-f", "%M", "-o", path_str(&rss)]);
+    wrapper.extend(inner);
+    let mut cmd = f.command(&wrapper, &f.reload());
     cmd.args(extra);
     let out = output_within(cmd, Duration::from_secs(30));
-    let kib = fs::read_to_string(&rss)
-        .unwrap()
-        .trim()
-        .lines()
-        .last()
-        .unwrap()
-        .parse()
-        .unwrap();
-    (kib, out)
+    let text = fs::read_to_string(&rss).unwrap();
+    (text.trim().lines().last().unwrap().parse().unwrap(), out)
 }
 
-/// An nft and a conntrack that print 300 MB and then hang: the run keeps 64 KiB of it, stays
+/// An nft that prints 300 MB and then hangs: the run keeps 64 KiB of it, stays
 /// small, and ends at --command-timeout, restoring the include.
 #[test]
 fn a_flood_of_child_output_is_capped_and_the_time_limit_holds() {
@@ -488,7 +482,7 @@ fn a_flood_of_child_output_is_capped_and_the_time_limit_holds() {
             ),
         );
         let started = Instant::now();
-        let (kib, out) = with_peak_rss(&f, &["--command-timeout", "3s"]);
+        let (kib, out) = with_peak_rss(&f, &[], &[], &["--command-timeout", "3s"]);
         let took = started.elapsed();
         assert_exit(&out, 1);
         let log = stderr(&out);
@@ -528,42 +522,20 @@ fn a_hanging_chatty_conntrack_is_bounded_like_nft() {
             ),
         );
         drop(primary);
-        let rss = f.dir.path().join("rss");
         let mount = format!(
             "mount --bind {} /usr/sbin/conntrack && exec \"$0\" \"$@\"",
             fake.display()
         );
-        let mut cmd = f.command(
-            &[
-                "unshare",
-                "--mount",
-                "--propagation",
-                "private",
-                "/usr/bin/time",
-                "-f",
-                "%M",
-                "-o",
-                path_str(&rss),
-                "sh",
-                "-c",
-                &mount,
-            ],
-            &f.reload(),
-        );
-        cmd.args(["--command-timeout", "2s"]);
         let started = Instant::now();
-        let out = output_within(cmd, Duration::from_secs(30));
+        let (kib, out) = with_peak_rss(
+            &f,
+            &["unshare", "--mount", "--propagation", "private"],
+            &["sh", "-c", &mount],
+            &["--command-timeout", "2s"],
+        );
         let took = started.elapsed();
         assert_exit(&out, 0);
         let log = stderr(&out);
-        let kib: u64 = fs::read_to_string(&rss)
-            .unwrap()
-            .trim()
-            .lines()
-            .last()
-            .unwrap()
-            .parse()
-            .unwrap();
         assert!(kib < 50 * 1024, "peak RSS {kib} KiB");
         assert!(took < Duration::from_secs(6), "{took:?}: {log}");
         assert!(
