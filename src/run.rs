@@ -57,21 +57,7 @@ fn run_once(cli: &Cli) -> u8 {
             return EXIT_USAGE;
         }
     };
-    // SAFETY: geteuid has no preconditions.
-    let root = unsafe { libc::geteuid() } == 0;
-    if let Some(problem) = root
-        .then(|| crate::ownership::refuse_root(&cli.config, &config))
-        .flatten()
-        .filter(|_| !cli.dry_run)
-    {
-        log::error(&format!("{problem}\nnothing was changed"));
-        return EXIT_USAGE;
-    }
-    if let Some(problem) = cli
-        .stage_dir
-        .as_deref()
-        .and_then(|stage| apply::stage_dir_problem(stage, &cli.base_dir, &cli.addon_dir))
-    {
+    if let Some(problem) = refused(cli, &config) {
         log::error(&format!("{problem}\nnothing was changed"));
         return EXIT_USAGE;
     }
@@ -296,6 +282,21 @@ fn apply_apart(
         ));
     }
     went > 0
+}
+
+/// Why this run must not act at all (exit 2), if so: a root run on files others can write, or
+/// a staging directory among the includes.
+fn refused(cli: &Cli, config: &Config) -> Option<String> {
+    // SAFETY: geteuid has no preconditions.
+    let root = unsafe { libc::geteuid() } == 0;
+    if root
+        && !cli.dry_run
+        && let Some(problem) = crate::ownership::refuse_root(&cli.config, config)
+    {
+        return Some(problem);
+    }
+    let stage = cli.stage_dir.as_deref()?;
+    apply::stage_dir_problem(stage, &cli.base_dir, &cli.addon_dir)
 }
 
 /// Checks that the state can be saved; says loudly (once per run) what it means if not.
