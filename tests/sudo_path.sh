@@ -270,7 +270,10 @@ for line in "/usr/bin/systemctl reload nftables.service" "/usr/bin/systemctl is-
 done
 grep -q "nftables.service started: it had failed" "$W/err" || { show; fail "no 'started' log line"; }
 [ "$(cat /run/test-unit/state)" = active ] || fail "nftables.service was not started"
-"${T[@]}" nft list ruleset | grep -q "ip daddr 127.0.0.2 tcp dport 443 accept" || fail "the start did not load the ruleset"
+# Not `nft list ruleset | grep -q`: with pipefail, nft's SIGPIPE after grep's early exit fails it.
+ruleset=$("${T[@]}" nft list ruleset)
+grep -q "ip daddr 127.0.0.2 tcp dport 443 accept" <<<"$ruleset" || fail "the start did not load the ruleset:
+$ruleset"
 
 step "nftables.service inactive (not in use): never started, the include installed"
 rm /etc/nftables.d/addons/failover.nft
