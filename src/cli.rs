@@ -20,7 +20,9 @@ each candidate's path: interface, source address or firewall mark, up at a quoru
 variable and address family the first one that answers (or its mapped value), and renders `define NAME_v4 = …` / `define NAME_v6 = …` into an nftables include. \
 Only when that text changes is the new include checked with `nft -c` in a staged config, put in \
 place atomically, the main config checked, and nftables reloaded; if any step fails the previous \
-include is restored and the run exits 1. Meant to be started by a systemd timer every few seconds.",
+include is restored and the run exits 1. Then it waits for the checks still in flight (standbys), \
+so every candidate has a result each run: a run takes at most one check timeout plus the apply. \
+Meant to be started by a systemd timer every few seconds.",
     after_help = "Exit status: 0 applied or unchanged (however many candidates are down), \
 1 runtime failure (previous include left in place) or stopped by SIGTERM/SIGINT, \
 2 bad config or usage.\n\
@@ -121,6 +123,8 @@ pub enum Command {
     /// next run would do.
     ///
     /// Judged on the include in effect (the last applied one), from the config and state file.
+    /// Each candidate is up, down, drained, stale (its last result is older than 60 s) or
+    /// unknown (no result yet), with the age of its result.
     /// Checks nothing and changes nothing unless --check is given. Exit status follows the
     /// monitoring-plugin convention: 0 OK (every define on its preferred candidate, which is
     /// up), 1 WARNING (some define on a lower-priority candidate, a change pending, or no
