@@ -112,7 +112,11 @@ fn drain_moves_traffic_off_and_undrain_brings_it_back() {
         let _primary = listen("127.0.0.1", PORT);
         let _backup = listen("127.0.0.2", PORT);
         let f = Fixture::new();
-        f.write_config(&web(""));
+        let hooked = f.dir.path().join("hook.json");
+        f.write_config(&web(&format!(
+            r#", "on_change": {{"command": ["/bin/sh", "-c", "cat > {}"]}}"#,
+            hooked.display()
+        )));
         f.write_main("  ip daddr $web_v4 counter");
         assert_exit(&f.run(&[]), 0);
         let state_before = fs::read(&f.state).unwrap();
@@ -146,6 +150,9 @@ fn drain_moves_traffic_off_and_undrain_brings_it_back() {
             stderr(&out)
         );
         assert!(ruleset().contains("ip daddr 127.0.0.2 counter"));
+        // The hook is told why: drained, not down.
+        let hook = fs::read_to_string(&hooked).unwrap();
+        assert!(hook.contains(r#""reason":"drained""#), "{hook}");
         let (_, doc) = status(&f);
         assert_eq!(
             doc["defines"][0]["candidates"][0]["state"], "drained",

@@ -147,9 +147,12 @@ pub fn candidate(config: &Config, c: &Choice) -> Option<String> {
     c.index.map(|i| describe::candidate(config, c, i))
 }
 
-/// A stable machine-readable name for why a choice was made.
-pub fn reason_name(reason: Option<&Reason>) -> &'static str {
-    match reason {
+/// A stable machine-readable name for why a choice was made: `drained` when it failed over
+/// because a better candidate is drained, not down.
+pub fn reason_name(c: &Choice) -> &'static str {
+    let drained_ahead = c.drained.iter().any(|&d| c.index.is_some_and(|i| d < i));
+    match c.reason.as_ref() {
+        Some(Reason::FailedOver) if drained_ahead => "drained",
         None => "no_addresses",
         Some(Reason::Preferred) => "preferred",
         Some(Reason::FailedOver) => "failed_over",
@@ -188,7 +191,7 @@ pub fn changes(config: &Config, choices: &[Choice]) -> Vec<Change> {
             old: c.effective.clone(),
             new: c.rendered.clone(),
             candidate: candidate(config, c),
-            reason: reason_name(c.reason.as_ref()),
+            reason: reason_name(c),
             reason_text: describe::reason_text(config, c),
         })
         .collect()

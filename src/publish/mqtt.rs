@@ -142,7 +142,7 @@ pub fn messages(
                 "value": value,
                 "candidate": current,
                 "status": status(c, run),
-                "reason": reason_name(c.reason.as_ref()),
+                "reason": reason_name(c),
                 "since": p.since.get(&define).map(|s| s.at),
                 "standby_missing": super::missing_standby(config, c, run, state),
             })
