@@ -32,14 +32,20 @@ fn drain(f: &Fixture, verb: &str, variable: &str, address: &str) -> std::process
     output_within(cmd, Duration::from_secs(30))
 }
 
+/// A fixture with `config` and a main config that uses `$web_v4`, after its first run.
+fn applied(config: &str) -> Fixture {
+    let f = Fixture::new();
+    f.write_config(config);
+    f.write_main("  ip daddr $web_v4 counter");
+    assert_exit(&f.run(&[]), 0);
+    f
+}
+
 #[test]
 fn a_blackholed_standby_is_down_after_one_run_and_a_warning() {
     in_netns(|| {
         let _primary = listen("127.0.0.1", PORT);
-        let f = Fixture::new();
-        f.write_config(&web(""));
-        f.write_main("  ip daddr $web_v4 counter");
-        assert_exit(&f.run(&[]), 0);
+        let f = applied(&web(""));
         // After the first reload (whose `flush ruleset` would remove it): SYNs to it vanish.
         blackhole(&["127.0.0.2"], PORT);
         // An unchanged run now waits for the standby: about one timeout, never more.
@@ -81,10 +87,7 @@ fn a_blackholed_standby_is_down_after_one_run_and_a_warning() {
 fn status_without_results_says_so_instead_of_predicting() {
     in_netns(|| {
         let _primary = listen("127.0.0.1", PORT);
-        let f = Fixture::new();
-        f.write_config(&web(""));
-        f.write_main("  ip daddr $web_v4 counter");
-        assert_exit(&f.run(&[]), 0);
+        let f = applied(&web(""));
         // A state file without results (an old release's, or history reset): no prediction.
         fs::write(&f.state, r#"{"version": 1}"#).unwrap();
         let (code, doc) = status(&f);
