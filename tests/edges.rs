@@ -108,17 +108,6 @@ fn a_live_values_edit_never_freezes_another_variable() {
     });
 }
 
-/// An interval set of the admin's that holds `$web_v4`: the whole config refuses 127.0.0.2
-/// ("conflicting intervals").
-const GUARD: &str = "table ip guard {
-	set backends {
-		type ipv4_addr
-		flags interval
-		elements = { 127.0.0.2/31, $web_v4 }
-	}
-}
-";
-
 fn three_variables(apply: &str) -> String {
     format!(
         r#"{{"settings": {{"apply": "{apply}"}}, "failover": {{

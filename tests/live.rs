@@ -389,17 +389,6 @@ fn a_failover_while_the_owned_table_is_gone_reloads_and_says_so() {
     });
 }
 
-/// An interval set of the admin's that holds `$web_v4`: the whole config refuses 127.0.0.2
-/// ("conflicting intervals"), while the live objects would take it.
-const GUARD: &str = "table ip guard {
-	set backends {
-		type ipv4_addr
-		flags interval
-		elements = { 127.0.0.2/31, $web_v4 }
-	}
-}
-";
-
 #[test]
 fn a_live_value_the_whole_config_refuses_is_set_back_and_never_installed() {
     in_netns(|| {

@@ -277,3 +277,14 @@ pub fn ruleset() -> String {
 pub fn path_str(p: &Path) -> &str {
     p.to_str().unwrap()
 }
+
+/// An interval set of the admin's that holds `$web_v4`: the whole config refuses 127.0.0.2
+/// ("conflicting intervals"), while the live objects would take it.
+pub const GUARD: &str = "table ip guard {
+	set backends {
+		type ipv4_addr
+		flags interval
+		elements = { 127.0.0.2/31, $web_v4 }
+	}
+}
+";
