@@ -15,7 +15,7 @@ const REPO: &str = env!("CARGO_MANIFEST_DIR");
 fn check(config: &std::path::Path) -> Output {
     let mut cmd = Command::new(BIN);
     cmd.arg("check-config").arg("--config").arg(config);
-    output_within(cmd, Duration::from_secs(10))
+    output_within(cmd, Duration::from_secs(60))
 }
 
 fn write(dir: &std::path::Path, name: &str, json: &str) -> std::path::PathBuf {

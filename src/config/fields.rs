@@ -75,10 +75,17 @@ pub fn nearest<'a>(key: &str, known: &[&'a str]) -> Option<&'a str> {
     }
     known
         .iter()
-        .map(|k| (edit_distance(&key, k), *k))
-        .filter(|&(d, k)| {
-            d <= (k.len() / 3).max(1)
-                || (key.len() >= 3 && (k.starts_with(key.as_str()) || key.starts_with(k)))
+        .filter_map(|k| {
+            let limit = (k.len() / 3).max(1);
+            let prefix = key.len() >= 3 && (k.starts_with(key.as_str()) || key.starts_with(k));
+            // The distance is at least the difference in length: skip the table when that
+            // alone rules the key out (a config may have 100,000 unknown keys).
+            let d = if key.len().abs_diff(k.len()) > limit {
+                usize::MAX
+            } else {
+                edit_distance(&key, k)
+            };
+            (d <= limit || prefix).then_some((d, *k))
         })
         .min_by_key(|&(d, _)| d)
         .map(|(_, k)| k)
