@@ -149,6 +149,25 @@ pub enum Command {
     /// Put a drained candidate back: it returns under the usual `rise` and preempt rules, its
     /// history starting over as if it were new.
     Undrain(DrainArgs),
+    /// Stay running: a run at start, every --interval, and at once when the kernel reports a
+    /// link, address or route change.
+    ///
+    /// Each run is the one the timer starts (same lock, state, checks, apply and publication),
+    /// so the timer may stay enabled as a safety net. A candidate whose path interface has lost
+    /// its carrier, is down or is gone, or whose path source address is no longer on the host,
+    /// counts as down in that run without waiting for `fall` or a timeout. Takes the options of
+    /// a run (before `watch`). Under systemd (nftables-failover-watch.service) it reports ready
+    /// and feeds the watchdog. SIGTERM or SIGINT ends it with exit 0 once no apply is in
+    /// progress (an apply under way finishes or rolls back first).
+    Watch(WatchArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct WatchArgs {
+    /// How long to wait for the next run when the kernel reports nothing, e.g. 5s, 1.5
+    /// (the timer's interval).
+    #[arg(long, value_name = "DURATION", default_value = "5s", value_parser = parse_duration)]
+    pub interval: Duration,
 }
 
 #[derive(Debug, Args)]

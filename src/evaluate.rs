@@ -4,7 +4,7 @@
 use crate::config::{Config, Family};
 use crate::model::{self, Choice, Health, Results, State};
 use crate::select::{self, Inputs};
-use crate::{probe, render};
+use crate::{links, netlink, probe, render};
 use std::time::Duration;
 
 /// How much checking an evaluation does.
@@ -112,14 +112,35 @@ fn check(
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
+    let stop = || crate::signals::received().is_some();
     let checks = runtime.block_on(async {
-        let mut checks = probe::start(config, timeout, in_flight)?;
+        let known = kernel_word(config).await;
+        let mut checks = probe::start(config, timeout, in_flight, known)?;
         if all {
-            checks.rest(|| crate::signals::received().is_some()).await;
+            checks.rest(stop).await;
         } else {
-            checks.until_decided(decided).await;
+            checks.until_decided(decided, stop).await;
         }
         Ok::<_, std::io::Error>(checks)
     })?;
     Ok((runtime, checks))
+}
+
+/// The candidates the kernel rules out before any probe (see `links`); none if no path names
+/// an interface or source address, or if the kernel cannot be asked (then the probes decide,
+/// as they always could).
+async fn kernel_word(config: &Config) -> Results {
+    if !links::needed(config) {
+        return model::empty_results(config);
+    }
+    match netlink::snapshot().await {
+        Ok(view) => links::verdicts(config, &view),
+        Err(e) => {
+            crate::log::warn(&format!(
+                "cannot read the links and addresses from the kernel: {e}; \
+                 the probes alone decide this run"
+            ));
+            model::empty_results(config)
+        }
+    }
 }

@@ -293,7 +293,10 @@ pub fn lock(output: &Path, wait: Duration) -> Result<Option<File>> {
     loop {
         match file.try_lock() {
             Ok(()) => return Ok(Some(file)),
-            Err(fs::TryLockError::WouldBlock) if Instant::now() < deadline => {
+            // A stop signal ends the wait as if the time were up: there is nothing to do yet.
+            Err(fs::TryLockError::WouldBlock)
+                if Instant::now() < deadline && crate::signals::received().is_none() =>
+            {
                 std::thread::sleep(Duration::from_millis(20))
             }
             Err(fs::TryLockError::WouldBlock) => return Ok(None),

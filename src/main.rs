@@ -1,6 +1,6 @@
 use clap::Parser;
 use nftables_failover::cli::{Cli, Command};
-use nftables_failover::{check_config, drain, log, run, status};
+use nftables_failover::{check_config, drain, log, run, status, watch};
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
@@ -11,6 +11,7 @@ fn main() -> ExitCode {
         Some(Command::CheckConfig) => check_config::main(&cli),
         Some(Command::Drain(args)) => drain::main(&cli, args, true),
         Some(Command::Undrain(args)) => drain::main(&cli, args, false),
+        Some(Command::Watch(args)) => watch::main(&cli, args),
         None => run::run(&cli),
     })
 }

@@ -23,12 +23,53 @@ pub enum DownReason {
     Refused,
     Timeout(Duration),
     Error(String),
+    /// The kernel's word, not a probe's: the candidate's path interface has no carrier, is
+    /// down or is gone, or its source address is not on the host ("carrier lost on r-isp1").
+    /// Such a candidate counts as down at once, without waiting for `fall`.
+    Kernel(String),
 }
 
 impl Health {
     pub fn is_up(&self) -> bool {
         matches!(self, Health::Up { .. })
     }
+
+    /// Down on the kernel's word (see [`DownReason::Kernel`]).
+    pub fn is_kernel_down(&self) -> bool {
+        matches!(self, Health::Down(DownReason::Kernel(_)))
+    }
+}
+
+/// The kernel's view of the host's links and addresses, as far as candidates' paths care.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LinkView {
+    /// By interface name.
+    pub links: BTreeMap<String, Link>,
+    /// Every address configured on the host (any interface, any scope).
+    pub addresses: BTreeSet<IpAddr>,
+}
+
+/// One interface as the kernel reports it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Link {
+    /// `IFF_UP`: the admin set it up.
+    pub up: bool,
+    /// `IFF_LOWER_UP`: carrier.
+    pub carrier: bool,
+    pub oper: OperState,
+}
+
+/// RFC 2863 operational state (`IFLA_OPERSTATE`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OperState {
+    Up,
+    /// Drivers that do not report it (tunnels, WireGuard): carrier and `IFF_UP` decide.
+    Unknown,
+    Down,
+    LowerLayerDown,
+    NotPresent,
+    Dormant,
+    Testing,
 }
 
 impl fmt::Display for Health {
@@ -39,7 +80,7 @@ impl fmt::Display for Health {
             Health::Down(DownReason::Timeout(t)) => {
                 write!(f, "no answer within {} ms", t.as_millis())
             }
-            Health::Down(DownReason::Error(e)) => f.write_str(e),
+            Health::Down(DownReason::Error(e) | DownReason::Kernel(e)) => f.write_str(e),
         }
     }
 }

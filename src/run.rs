@@ -21,7 +21,7 @@ const LOCK_WAIT: Duration = Duration::from_secs(10);
 /// apply in progress rolls back, and the run exits 1 even if it got to the end.
 pub fn run(cli: &Cli) -> u8 {
     signals::install();
-    let code = run_once(cli);
+    let code = once(cli);
     match signals::received() {
         Some(signal) if code != EXIT_USAGE => {
             log::error(&format!(
@@ -39,7 +39,9 @@ pub fn run(cli: &Cli) -> u8 {
     }
 }
 
-fn run_once(cli: &Cli) -> u8 {
+/// One run without its own signal handling (the caller installs it and reports a stop): the
+/// timer's run above, and each run of `watch`.
+pub fn once(cli: &Cli) -> u8 {
     let started = Instant::now();
     let config = match files::load_config(&cli.config) {
         Ok(c) => c,
@@ -68,6 +70,7 @@ fn run_once(cli: &Cli) -> u8 {
     } else {
         match files::lock(&cli.output, LOCK_WAIT) {
             Ok(Some(lock)) => Some(lock),
+            Ok(None) if signals::received().is_some() => return EXIT_FAILED,
             Ok(None) => {
                 log::warn(&format!(
                     "another run holds {} after {LOCK_WAIT:?}; leaving the work to it",
@@ -122,6 +125,11 @@ fn run_once(cli: &Cli) -> u8 {
             return EXIT_FAILED;
         }
     };
+    if signals::received().is_some() {
+        // The checks were cut short: deciding from them could switch on a half-finished picture.
+        log::info("stopped before anything was decided; nothing was changed");
+        return EXIT_FAILED;
+    }
     log_results(&config, &eval, &previous);
     log::debug(&format!(
         "checked and rendered in {:.1} ms",

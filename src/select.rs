@@ -197,10 +197,15 @@ fn family_inputs<'a>(
 }
 
 impl FamilyInputs<'_> {
-    fn seen_one(&self, outcomes: &[Option<Health>], i: usize) -> Seen {
+    fn seen_one(&self, outcomes: &[Option<Health>], i: usize, now: u64) -> Seen {
+        let prev = self.prev[i].and_then(|c| c.counted);
+        let result = outcomes.get(i).and_then(|o| o.as_ref());
         Seen {
-            prev: self.prev[i].and_then(|c| c.counted),
-            ok: outcomes.get(i).and_then(|o| o.as_ref()).map(Health::is_up),
+            prev: match result {
+                Some(h) if h.is_kernel_down() => Some(kernel_down(prev, now)),
+                _ => prev,
+            },
+            ok: result.map(Health::is_up),
         }
     }
 
@@ -217,13 +222,26 @@ impl FamilyInputs<'_> {
                 ok: Some(false),
             };
         }
-        self.seen_one(outcomes, i)
+        self.seen_one(outcomes, i, now)
     }
 
-    fn seen(&self, outcomes: &[Option<Health>]) -> Vec<Seen> {
+    fn seen(&self, outcomes: &[Option<Health>], now: u64) -> Vec<Seen> {
         (0..self.prev.len())
-            .map(|i| self.seen_one(outcomes, i))
+            .map(|i| self.seen_one(outcomes, i, now))
             .collect()
+    }
+}
+
+/// The counters of a candidate the kernel rules out (see `links`): down from now on, whatever
+/// `fall` says, since no check through that path can succeed; down since before if it was.
+fn kernel_down(prev: Option<Counted>, now: u64) -> Counted {
+    match prev {
+        Some(c) if !c.up => Counted { streak: 0, ..c },
+        _ => Counted {
+            up: false,
+            streak: 0,
+            since_ms: now,
+        },
     }
 }
 
@@ -287,7 +305,7 @@ fn decide_family(
     if addrs.is_empty() {
         return (choice, FamilyState::default());
     }
-    let seen = fam.seen(outcomes);
+    let seen = fam.seen(outcomes, now);
     let candidates: Vec<CandidateState> = addrs
         .iter()
         .enumerate()
@@ -370,7 +388,11 @@ pub fn count_late(config: &Config, state: &mut State, early: &Results, late: &Re
             for (i, c) in fam.candidates.iter_mut().enumerate() {
                 if let (Some(None), Some(Some(h))) = (early.get(i), late.get(i)) {
                     let p = &var.policy;
-                    c.counted = policy::observe(c.counted, Some(h.is_up()), p.rise, p.fall, now);
+                    let prev = match h.is_kernel_down() {
+                        true => Some(kernel_down(c.counted, now)),
+                        false => c.counted,
+                    };
+                    c.counted = policy::observe(prev, Some(h.is_up()), p.rise, p.fall, now);
                     c.last = Some(last_check(h, now));
                 }
             }
@@ -624,6 +646,30 @@ mod tests {
         );
         let (text, _) = step(&moved, &state, &text, vec![down(), up()], 2);
         assert!(text.contains("a_v4 = 10.0.0.2"), "{text}");
+    }
+
+    #[test]
+    fn the_kernels_word_takes_a_candidate_down_at_once_and_rise_brings_it_back() {
+        let config = parse(
+            r#"{"failover": {"a": {"ip4": ["10.0.0.1", "10.0.0.2"], "port": 1, "fall": 3, "rise": 2}}}"#,
+        );
+        let gone = || Some(Health::Down(DownReason::Kernel("carrier lost on isp1".into())));
+        let (text, state) = step(&config, &State::default(), "", vec![up(), up()], 0);
+        // fall 3, yet the first run without carrier switches
+        let (text, state) = step(&config, &state, &text, vec![gone(), up()], 1);
+        assert!(text.contains("a_v4 = 10.0.0.2"), "{text}");
+        let c = &state.variables["a"].v4.candidates[0];
+        assert_eq!(c.counted.map(|k| (k.up, k.since_ms)), Some((false, 1)));
+        assert_eq!(c.last.as_ref().unwrap().error.as_deref(), Some("carrier lost on isp1"));
+        // still gone: down since the first run, not since each one
+        let (text, state) = step(&config, &state, &text, vec![gone(), up()], 2);
+        let c = &state.variables["a"].v4.candidates[0];
+        assert_eq!(c.counted.map(|k| (k.up, k.since_ms)), Some((false, 1)));
+        // carrier back: rise 2 decides, as for any candidate coming back
+        let (text, state) = step(&config, &state, &text, vec![up(), up()], 3);
+        assert!(text.contains("a_v4 = 10.0.0.2"), "{text}");
+        let (text, _) = step(&config, &state, &text, vec![up(), up()], 4);
+        assert!(text.contains("a_v4 = 10.0.0.1"), "{text}");
     }
 
     #[test]

@@ -9,16 +9,31 @@ use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
 static RECEIVED: AtomicI32 = AtomicI32::new(0);
 static INSTALLED: AtomicBool = AtomicBool::new(false);
 
+/// The pipe that [`wait`] blocks on: `[read end, write end]`, -1 until [`install`].
+static WAKE: [AtomicI32; 2] = [AtomicI32::new(-1), AtomicI32::new(-1)];
+
 extern "C" fn on_signal(signal: libc::c_int) {
-    // Async-signal-safe: a lock-free atomic store and nothing else. The first signal wins so
-    // the log names the one that stopped the run.
+    // Async-signal-safe: a lock-free atomic store and a write(2), nothing else. The first
+    // signal wins so the log names the one that stopped the run.
     let _ = RECEIVED.compare_exchange(0, signal, Ordering::SeqCst, Ordering::SeqCst);
+    let fd = WAKE[1].load(Ordering::SeqCst);
+    if fd >= 0 {
+        // SAFETY: writing one byte from a static to a non-blocking pipe; a full pipe means a
+        // wake-up is already pending, so the result does not matter.
+        unsafe { libc::write(fd, b"!".as_ptr().cast(), 1) };
+    }
 }
 
 /// Catches SIGTERM and SIGINT for the rest of the process. Idempotent.
 pub fn install() {
     if INSTALLED.swap(true, Ordering::SeqCst) {
         return;
+    }
+    let mut fds = [-1; 2];
+    // SAFETY: pipe2 fills the two-element array it is given.
+    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC | libc::O_NONBLOCK) } == 0 {
+        WAKE[0].store(fds[0], Ordering::SeqCst);
+        WAKE[1].store(fds[1], Ordering::SeqCst);
     }
     for signal in [libc::SIGTERM, libc::SIGINT] {
         // SAFETY: a zeroed sigaction is a valid "no flags, empty mask" value; the handler only
@@ -44,6 +59,21 @@ pub fn install() {
 /// Whether [`install`] ran, i.e. whether a signal can arrive without killing the process.
 pub fn installed() -> bool {
     INSTALLED.load(Ordering::Relaxed)
+}
+
+/// Blocks until SIGTERM or SIGINT has been received (for a thread that turns the signal into
+/// a message to a loop waiting on a channel). Returns at once without [`install`].
+pub fn wait() {
+    let fd = WAKE[0].load(Ordering::SeqCst);
+    while received().is_none() && fd >= 0 {
+        let mut poll = libc::pollfd {
+            fd,
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        // SAFETY: one pollfd, owned by this frame. EINTR and spurious wake-ups just loop.
+        unsafe { libc::poll(&mut poll, 1, -1) };
+    }
 }
 
 /// The first SIGTERM or SIGINT received since [`install`], if any.

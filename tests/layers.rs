@@ -19,6 +19,7 @@ const FLOORS: &[(&str, u8, &str)] = &[
     ("render", 1, "pure logic"),
     ("describe", 1, "pure logic"),
     ("standby", 1, "pure logic"),
+    ("links", 1, "pure logic"),
     ("log", 2, "effect primitives"),
     ("files", 2, "effect primitives"),
     ("command", 2, "effect primitives"),
@@ -30,12 +31,14 @@ const FLOORS: &[(&str, u8, &str)] = &[
     ("conntrack", 3, "effects of one feature"),
     ("ownership", 3, "effects of one feature"),
     ("publish", 3, "effects of one feature"),
+    ("netlink", 3, "effects of one feature"),
     ("evaluate", 4, "check and decide"),
     ("cli", 5, "the command line"),
     ("run", 6, "entry points"),
     ("status", 6, "entry points"),
     ("drain", 6, "entry points"),
     ("check_config", 6, "entry points"),
+    ("watch", 6, "entry points"),
 ];
 
 /// Floors whose modules may use each other (still without circles): plain data, pure logic

@@ -12,6 +12,7 @@ use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 const BIN: &str = env!("CARGO_BIN_EXE_nftables-failover");
+const WATCH_UNIT: &str = "systemd/watch/nftables-failover-watch.service";
 const REPO: &str = env!("CARGO_MANIFEST_DIR");
 
 fn repo(path: &str) -> PathBuf {
@@ -137,6 +138,14 @@ fn units_pass_systemd_analyze_verify_without_any_warning() {
         service.replace(exec, &format!("ExecStart={BIN}\n")),
     )
     .unwrap();
+    let watch = fs::read_to_string(repo(WATCH_UNIT)).unwrap();
+    let exec_watch = "ExecStart=/usr/bin/nftables-failover watch\n";
+    assert_eq!(watch.matches(exec_watch).count(), 1, "ExecStart line changed?");
+    fs::write(
+        dir.path().join("nftables-failover-watch.service"),
+        watch.replace(exec_watch, &format!("ExecStart={BIN} watch\n")),
+    )
+    .unwrap();
     fs::copy(
         repo("systemd/nftables-failover.timer"),
         dir.path().join("nftables-failover.timer"),
@@ -162,6 +171,7 @@ fn units_pass_systemd_analyze_verify_without_any_warning() {
             .args(["verify", "--man=no"])
             .arg(dir.path().join("nftables-failover.service"))
             .arg(dir.path().join("nftables-failover.timer"))
+            .arg(dir.path().join("nftables-failover-watch.service"))
             .arg(dir.path().join("nftables.service")),
         Duration::from_secs(60),
     );
@@ -197,6 +207,56 @@ fn overall_exposure_parses_the_summary_line() {
                   → Overall exposure level for nftables-failover.service: 6.3 MEDIUM 😐\n";
     assert_eq!(overall_exposure(report), Some(6.3));
     assert_eq!(overall_exposure("no summary here"), None);
+}
+
+/// `systemd-analyze security`'s overall exposure of a unit file.
+fn exposure_of(unit: &Path) -> f64 {
+    let out = run(
+        Command::new("systemd-analyze")
+            .args(["security", "--offline=true", "--no-pager"])
+            .arg(unit),
+        Duration::from_secs(60),
+    );
+    let report = format!("{}{}", text(&out.stdout), text(&out.stderr));
+    assert!(
+        out.status.success(),
+        "systemd-analyze security failed ({}):\n{report}",
+        out.status
+    );
+    overall_exposure(&report).unwrap_or_else(|| panic!("no overall exposure level in:\n{report}"))
+}
+
+#[test]
+fn the_watch_unit_is_the_service_with_a_loop() {
+    let service = directives(&repo("systemd/nftables-failover.service"));
+    let watch = directives(&repo(WATCH_UNIT));
+    // Sandbox, directories and resources: every one of the service's, the same.
+    let own = ["Description=", "Type=", "ExecStart=", "TimeoutStartSec="];
+    for line in service.iter().filter(|l| !own.iter().any(|o| l.starts_with(o))) {
+        assert!(watch.contains(line), "the watch unit lacks the service's {line:?}");
+    }
+    for line in &watch {
+        let key = line.split('=').next().unwrap();
+        assert!(
+            !IMPLY_NO_NEW_PRIVILEGES.contains(&key),
+            "{line:?} implies NoNewPrivileges, which stops sudo"
+        );
+    }
+    for expected in [
+        "Type=notify",
+        "NotifyAccess=main",
+        "ExecStart=/usr/bin/nftables-failover watch",
+        "WatchdogSec=10s",
+        "Restart=on-failure",
+        // Both name /run/nftables-failover; neither may remove it when it stops.
+        "RuntimeDirectoryPreserve=yes",
+        "WantedBy=multi-user.target",
+    ] {
+        assert!(watch.iter().any(|l| l == expected), "the watch unit lacks {expected:?}");
+    }
+    assert!(service.iter().any(|l| l == "RuntimeDirectoryPreserve=yes"));
+    let (w, s) = (exposure_of(&repo(WATCH_UNIT)), exposure_of(&repo("systemd/nftables-failover.service")));
+    assert!(w <= s, "systemd-analyze security rates the watch unit {w}, the service {s}");
 }
 
 #[test]
@@ -470,6 +530,10 @@ fn debian_package_contents_and_modes() {
             "-rw-r--r--",
         ),
         (
+            "/usr/lib/systemd/system/nftables-failover-watch.service",
+            "-rw-r--r--",
+        ),
+        (
             "/usr/share/doc/nftables-failover/examples/failover.json",
             "-rw-r--r--",
         ),
@@ -519,11 +583,21 @@ fn debian_package_contents_and_modes() {
         "the timer would be enabled on install:\n{postinst}"
     );
     assert!(
+        postinst.contains("if deb-systemd-helper debian-installed nftables-failover-watch.service"),
+        "the watch unit would be enabled on install:\n{postinst}"
+    );
+    assert!(
+        !listing.contains("nftables-failover-watch.timer"),
+        "a second timer slipped in:\n{listing}"
+    );
+    assert!(
         !postinst.contains("deb-systemd-invoke start"),
         "units would be started on install:\n{postinst}"
     );
     assert!(read("postrm").contains("deluser --system"));
-    assert!(read("prerm").contains("stop nftables-failover.service nftables-failover.timer"));
+    assert!(read("prerm").contains(
+        "stop nftables-failover-watch.service nftables-failover.service nftables-failover.timer"
+    ));
     for script in ["postinst", "postrm", "prerm"] {
         let mode = fs::metadata(control.path().join(script)).unwrap();
         use std::os::unix::fs::PermissionsExt;

@@ -13,9 +13,8 @@
 mod common;
 
 use common::*;
-use std::fs::{self, File};
+use std::fs;
 use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
@@ -250,17 +249,7 @@ impl Topology {
 
     /// Runs `f` on a thread inside namespace `ns`; sockets it opens stay in that namespace.
     fn within<T: Send>(&self, ns: &str, f: impl FnOnce() -> T + Send) -> T {
-        let file = File::open(format!("/run/netns/{ns}")).unwrap();
-        std::thread::scope(|s| {
-            s.spawn(|| {
-                // SAFETY: setns on this thread only, with a valid namespace fd.
-                let rc = unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) };
-                assert_eq!(rc, 0, "setns: {}", std::io::Error::last_os_error());
-                f()
-            })
-            .join()
-            .unwrap_or_else(|e| std::panic::resume_unwind(e))
-        })
+        within_netns(ns, f)
     }
 
     /// Listeners on the target host: the probe targets on port 80 and the LAN flow's server.

@@ -20,6 +20,8 @@ use std::time::{Duration, Instant};
 use tokio::sync::{Semaphore, mpsc};
 use tokio::task::JoinSet;
 
+/// How often a wait for answers looks for a stop signal.
+const STOP_TICK: Duration = Duration::from_millis(50);
 /// File descriptors kept free for everything that is not a probe socket.
 const FD_RESERVE: u64 = 64;
 /// More sockets in flight than this gains nothing and only costs kernel memory.
@@ -140,13 +142,17 @@ pub struct Checks {
 /// Fails only when the host refuses what the config asks for (a capability or sysctl for
 /// `SO_MARK` or ICMP): that is not a verdict on any uplink, so nothing may switch on it.
 /// Must be called inside a tokio runtime, which runs the checks.
+///
+/// `known` holds results settled before any probe (the kernel's word, see `links`): those
+/// candidates are not probed, their result stands.
 pub fn start(
     config: &Config,
     timeout: Option<Duration>,
     max_in_flight: usize,
+    known: Results,
 ) -> io::Result<Checks> {
-    let results = model::empty_results(config);
-    let (tallies, mut jobs) = plan(config, timeout);
+    let results = known;
+    let (tallies, mut jobs) = plan(config, timeout, &results);
     let kinds = preflight(&jobs)?;
     let mut tasks = JoinSet::new();
     let mut hubs = Hubs([None, None]);
@@ -218,10 +224,11 @@ impl Checks {
     }
 
     /// Waits until `decided(variable, family, results so far)` holds for every variable and
-    /// family, or every check has answered.
+    /// family, every check has answered, or `stop()` says so (a stop signal).
     pub async fn until_decided(
         &mut self,
         decided: impl Fn(usize, Family, &[Option<Health>]) -> bool,
+        stop: impl Fn() -> bool,
     ) {
         let mut done: Vec<[bool; 2]> = self
             .results
@@ -236,8 +243,11 @@ impl Checks {
         // candidates linear: the more time deciding takes, the more results the next batch holds.
         let mut touched: Vec<(usize, Family)> = Vec::new();
         while undecided > 0 {
-            let Some((job, health)) = self.rx.recv().await else {
-                return;
+            let (job, health) = match tokio::time::timeout(STOP_TICK, self.rx.recv()).await {
+                Ok(Some(answer)) => answer,
+                Ok(None) => return,
+                Err(_) if stop() => return,
+                Err(_) => continue,
             };
             let mut next = Some((job, health));
             while let Some((job, health)) = next {
@@ -263,12 +273,11 @@ impl Checks {
     /// says so (a stop signal); returns the results, complete unless stopped. The checks are
     /// the ones started with the run, so this never takes longer than one timeout from then.
     pub async fn rest(&mut self, stop: impl Fn() -> bool) -> &Results {
-        const TICK: Duration = Duration::from_millis(50);
         loop {
             if stop() {
                 break;
             }
-            match tokio::time::timeout(TICK, self.rx.recv()).await {
+            match tokio::time::timeout(STOP_TICK, self.rx.recv()).await {
                 Ok(Some((job, health))) => {
                     self.take(job, health);
                 }
@@ -290,8 +299,8 @@ pub async fn check_all(
     max_in_flight: usize,
     decided: impl Fn(usize, Family, &[Option<Health>]) -> bool,
 ) -> io::Result<Results> {
-    let mut checks = start(config, timeout, max_in_flight)?;
-    checks.until_decided(decided).await;
+    let mut checks = start(config, timeout, max_in_flight, model::empty_results(config))?;
+    checks.until_decided(decided, || false).await;
     Ok(checks.results)
 }
 
@@ -306,8 +315,8 @@ impl Drop for Hubs {
     }
 }
 
-/// One tally per candidate and one job per target of each.
-fn plan(config: &Config, timeout: Option<Duration>) -> (Vec<Tally>, Vec<Job>) {
+/// One tally per candidate and one job per target of each, but for the candidates `known`.
+fn plan(config: &Config, timeout: Option<Duration>, known: &Results) -> (Vec<Tally>, Vec<Job>) {
     let mut tallies = Vec::new();
     let mut jobs = Vec::new();
     for (vi, var) in config.variables.iter().enumerate() {
@@ -319,6 +328,9 @@ fn plan(config: &Config, timeout: Option<Duration>) -> (Vec<Tally>, Vec<Job>) {
             .map(|p| p.iter().cloned().map(Arc::new).collect());
         for family in Family::ALL {
             for (index, ip) in var.addrs(family).iter().enumerate() {
+                if known[vi][family as usize][index].is_some() {
+                    continue;
+                }
                 let path = paths.as_ref().map(|p| p[index].clone());
                 let check = var.uplink.checks.as_ref().map(|c| &c[index]);
                 let targets: Vec<SocketAddr> = match check {

@@ -1,0 +1,282 @@
+//! The kernel's view of links and addresses over rtnetlink: a snapshot for a run's checks
+//! (see `links`), and a subscription to link, address and route changes for `watch`.
+//!
+//! Neither needs privilege: any user may dump links and addresses and join the rtnetlink
+//! multicast groups (it is what `ip monitor` does unprivileged).
+
+use crate::model::{Link, LinkView, OperState};
+use futures_util::stream::{StreamExt, TryStreamExt};
+use rtnetlink::packet_core::NetlinkPayload;
+use rtnetlink::packet_route::address::{AddressAttribute, AddressMessage};
+use rtnetlink::packet_route::link::{LinkAttribute, LinkFlags, LinkMessage, State};
+use rtnetlink::packet_route::route::{RouteAddress, RouteAttribute, RouteMessage};
+use rtnetlink::packet_route::{AddressFamily, RouteNetlinkMessage};
+use rtnetlink::{Handle, MulticastGroup};
+use std::collections::HashMap;
+use std::io;
+use std::net::IpAddr;
+use std::sync::mpsc::Sender;
+use std::time::Duration;
+
+/// A dump of a few hundred interfaces takes a millisecond; this only bounds a kernel that
+/// does not answer.
+const DUMP_LIMIT: Duration = Duration::from_secs(2);
+
+/// Links and addresses as the kernel has them now. Must run inside a tokio runtime.
+pub async fn snapshot() -> io::Result<LinkView> {
+    let (connection, handle, _) = rtnetlink::new_connection()?;
+    let task = tokio::spawn(connection);
+    let view = tokio::time::timeout(DUMP_LIMIT, dump(&handle)).await;
+    task.abort();
+    match view {
+        Ok(Ok((view, _))) => Ok(view),
+        Ok(Err(e)) => Err(io::Error::other(format!("rtnetlink dump: {e}"))),
+        Err(_) => Err(io::Error::other(format!(
+            "rtnetlink dump: no answer within {DUMP_LIMIT:?}"
+        ))),
+    }
+}
+
+/// The view, and the interfaces by index (notifications of a removed link name it by index).
+async fn dump(handle: &Handle) -> Result<(LinkView, HashMap<u32, String>), rtnetlink::Error> {
+    let mut view = LinkView::default();
+    let mut names = HashMap::new();
+    let mut links = handle.link().get().execute();
+    while let Some(msg) = links.try_next().await? {
+        if let Some((name, link)) = link_of(&msg) {
+            names.insert(msg.header.index, name.clone());
+            view.links.insert(name, link);
+        }
+    }
+    let mut addresses = handle.address().get().execute();
+    while let Some(msg) = addresses.try_next().await? {
+        view.addresses.extend(address_of(&msg));
+    }
+    Ok((view, names))
+}
+
+fn link_of(msg: &LinkMessage) -> Option<(String, Link)> {
+    let mut name = None;
+    let mut oper = OperState::Unknown;
+    for attr in &msg.attributes {
+        match attr {
+            LinkAttribute::IfName(n) => name = Some(n.clone()),
+            LinkAttribute::OperState(s) => {
+                oper = match s {
+                    State::Up => OperState::Up,
+                    State::Down => OperState::Down,
+                    State::LowerLayerDown => OperState::LowerLayerDown,
+                    State::NotPresent => OperState::NotPresent,
+                    State::Dormant => OperState::Dormant,
+                    State::Testing => OperState::Testing,
+                    _ => OperState::Unknown,
+                }
+            }
+            _ => {}
+        }
+    }
+    let flags = msg.header.flags;
+    Some((
+        name?,
+        Link {
+            up: flags.contains(LinkFlags::Up),
+            carrier: flags.contains(LinkFlags::LowerUp),
+            oper,
+        },
+    ))
+}
+
+/// The host's own address in an address message: `IFA_LOCAL` where present (on a
+/// point-to-point link such as PPPoE `IFA_ADDRESS` is the peer's), else `IFA_ADDRESS`.
+fn address_of(msg: &AddressMessage) -> Option<IpAddr> {
+    let find = |local: bool| {
+        msg.attributes.iter().find_map(|a| match a {
+            AddressAttribute::Local(ip) if local => Some(*ip),
+            AddressAttribute::Address(ip) if !local => Some(*ip),
+            _ => None,
+        })
+    };
+    find(true).or_else(|| find(false))
+}
+
+/// A change the kernel reported that may change a run's outcome, in words for the log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Change {
+    pub what: String,
+    /// The subscription ended (the socket failed): no change will be reported any more.
+    pub ended: bool,
+}
+
+impl Change {
+    fn seen(what: String) -> Change {
+        Change { what, ended: false }
+    }
+}
+
+/// Listens on a thread of its own for link, address and route changes and sends each one that
+/// matters to `tx`: a link appearing, disappearing or changing its up, carrier or operational
+/// state (not its statistics or other attributes), any address added or removed, any route
+/// added or removed outside the local table. Returns once subscribed, or why it could not.
+/// If the kernel's buffer overflows (events lost), that is a change too. The thread ends when
+/// `send` returns false.
+pub fn monitor(send: impl FnMut(Change) -> bool + Send + 'static) -> io::Result<()> {
+    let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+    std::thread::Builder::new()
+        .name("netlink".into())
+        .spawn(move || {
+            let runtime = match tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            {
+                Ok(r) => r,
+                Err(e) => {
+                    let _ = ready_tx.send(Err(e));
+                    return;
+                }
+            };
+            runtime.block_on(listen(send, ready_tx));
+        })?;
+    ready_rx
+        .recv()
+        .unwrap_or_else(|_| Err(io::Error::other("the netlink thread ended")))
+}
+
+async fn listen(mut send: impl FnMut(Change) -> bool, ready: Sender<io::Result<()>>) {
+    let groups = [
+        MulticastGroup::Link,
+        MulticastGroup::Ipv4Ifaddr,
+        MulticastGroup::Ipv6Ifaddr,
+        MulticastGroup::Ipv4Route,
+        MulticastGroup::Ipv6Route,
+    ];
+    let (connection, handle, mut messages) = match rtnetlink::new_multicast_connection(&groups) {
+        Ok(c) => c,
+        Err(e) => {
+            let _ = ready.send(Err(e));
+            return;
+        }
+    };
+    tokio::spawn(connection);
+    // The links as last seen, to tell a state change from a statistics update.
+    let mut known = match tokio::time::timeout(DUMP_LIMIT, dump(&handle)).await {
+        Ok(Ok((view, names))) => Known { view, names },
+        Ok(Err(e)) => {
+            let _ = ready.send(Err(io::Error::other(format!("rtnetlink dump: {e}"))));
+            return;
+        }
+        Err(_) => {
+            let _ = ready.send(Err(io::Error::other("rtnetlink dump: no answer")));
+            return;
+        }
+    };
+    let _ = ready.send(Ok(()));
+    while let Some((message, _)) = messages.next().await {
+        let change = match message.payload {
+            NetlinkPayload::InnerMessage(msg) => known.change(msg),
+            NetlinkPayload::Overrun(_) => {
+                if let Ok(Ok((view, names))) =
+                    tokio::time::timeout(DUMP_LIMIT, dump(&handle)).await
+                {
+                    known = Known { view, names };
+                }
+                Some("events lost (netlink buffer overrun)".to_string())
+            }
+            _ => None,
+        };
+        if let Some(what) = change
+            && !send(Change::seen(what))
+        {
+            return;
+        }
+    }
+    send(Change {
+        what: "the netlink socket closed".into(),
+        ended: true,
+    });
+}
+
+struct Known {
+    view: LinkView,
+    names: HashMap<u32, String>,
+}
+
+impl Known {
+    fn change(&mut self, msg: RouteNetlinkMessage) -> Option<String> {
+        match msg {
+            RouteNetlinkMessage::NewLink(m) => {
+                let (name, link) = link_of(&m)?;
+                let old_name = self.names.insert(m.header.index, name.clone());
+                if let Some(old) = old_name.filter(|o| *o != name) {
+                    self.view.links.remove(&old);
+                }
+                let before = self.view.links.insert(name.clone(), link);
+                match before {
+                    None => Some(format!("interface {name} appeared")),
+                    Some(b) if b == link => None,
+                    Some(b) if b.carrier && !link.carrier => Some(format!("carrier lost on {name}")),
+                    Some(b) if !b.carrier && link.carrier => Some(format!("carrier back on {name}")),
+                    Some(_) => Some(format!("{name} is now {}", describe(&link))),
+                }
+            }
+            RouteNetlinkMessage::DelLink(m) => {
+                let name = self
+                    .names
+                    .remove(&m.header.index)
+                    .or_else(|| link_of(&m).map(|(n, _)| n))?;
+                self.view.links.remove(&name);
+                Some(format!("interface {name} gone"))
+            }
+            RouteNetlinkMessage::NewAddress(m) => {
+                let ip = address_of(&m)?;
+                self.view.addresses.insert(ip);
+                Some(format!("address {ip} added"))
+            }
+            RouteNetlinkMessage::DelAddress(m) => {
+                let ip = address_of(&m)?;
+                self.view.addresses.remove(&ip);
+                Some(format!("address {ip} removed"))
+            }
+            RouteNetlinkMessage::NewRoute(m) => route(&m).map(|r| format!("route {r} added")),
+            RouteNetlinkMessage::DelRoute(m) => route(&m).map(|r| format!("route {r} removed")),
+            _ => None,
+        }
+    }
+}
+
+fn describe(link: &Link) -> String {
+    format!(
+        "{}, {}, operstate {:?}",
+        if link.up { "up" } else { "down" },
+        if link.carrier { "carrier" } else { "no carrier" },
+        link.oper
+    )
+}
+
+/// A route's destination, or `None` for the local table (the kernel's own routes to the
+/// host's addresses, which come and go with the addresses themselves).
+fn route(msg: &RouteMessage) -> Option<String> {
+    const RT_TABLE_LOCAL: u32 = 255;
+    let table = msg
+        .attributes
+        .iter()
+        .find_map(|a| match a {
+            RouteAttribute::Table(t) => Some(*t),
+            _ => None,
+        })
+        .unwrap_or(u32::from(msg.header.table));
+    if table == RT_TABLE_LOCAL {
+        return None;
+    }
+    let len = msg.header.destination_prefix_length;
+    let dest = msg.attributes.iter().find_map(|a| match a {
+        RouteAttribute::Destination(RouteAddress::Inet(ip)) => Some(ip.to_string()),
+        RouteAttribute::Destination(RouteAddress::Inet6(ip)) => Some(ip.to_string()),
+        RouteAttribute::Destination(other) => Some(format!("{other:?}")),
+        _ => None,
+    });
+    Some(match (dest, msg.header.address_family) {
+        (Some(d), _) => format!("{d}/{len}"),
+        (None, AddressFamily::Inet6) => "::/0".into(),
+        (None, _) => "0.0.0.0/0".into(),
+    })
+}
