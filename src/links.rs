@@ -129,9 +129,15 @@ mod tests {
         assert_eq!(verdict(&dev("wan"), v4, &v), None);
         assert_eq!(verdict(&dev("wg0"), v4, &v), None);
         assert_eq!(verdict(&dev("cut"), v4, &v).unwrap(), "carrier lost on cut");
-        assert_eq!(verdict(&dev("off"), v4, &v).unwrap(), "interface off is down");
+        assert_eq!(
+            verdict(&dev("off"), v4, &v).unwrap(),
+            "interface off is down"
+        );
         assert_eq!(verdict(&dev("wifi"), v4, &v).unwrap(), "dormant: wifi");
-        assert_eq!(verdict(&dev("ppp0"), v4, &v).unwrap(), "interface ppp0 gone");
+        assert_eq!(
+            verdict(&dev("ppp0"), v4, &v).unwrap(),
+            "interface ppp0 gone"
+        );
     }
 
     #[test]
@@ -171,7 +177,9 @@ mod tests {
         assert_eq!(
             r[0][0],
             vec![
-                Some(Health::Down(DownReason::Kernel("interface isp1 gone".into()))),
+                Some(Health::Down(DownReason::Kernel(
+                    "interface isp1 gone".into()
+                ))),
                 None,
                 None
             ]

@@ -174,8 +174,7 @@ async fn listen(mut send: impl FnMut(Change) -> bool, ready: Sender<io::Result<(
         let change = match message.payload {
             NetlinkPayload::InnerMessage(msg) => known.change(msg),
             NetlinkPayload::Overrun(_) => {
-                if let Ok(Ok((view, names))) =
-                    tokio::time::timeout(DUMP_LIMIT, dump(&handle)).await
+                if let Ok(Ok((view, names))) = tokio::time::timeout(DUMP_LIMIT, dump(&handle)).await
                 {
                     known = Known { view, names };
                 }
@@ -213,8 +212,12 @@ impl Known {
                 match before {
                     None => Some(format!("interface {name} appeared")),
                     Some(b) if b == link => None,
-                    Some(b) if b.carrier && !link.carrier => Some(format!("carrier lost on {name}")),
-                    Some(b) if !b.carrier && link.carrier => Some(format!("carrier back on {name}")),
+                    Some(b) if b.carrier && !link.carrier => {
+                        Some(format!("carrier lost on {name}"))
+                    }
+                    Some(b) if !b.carrier && link.carrier => {
+                        Some(format!("carrier back on {name}"))
+                    }
                     Some(_) => Some(format!("{name} is now {}", describe(&link))),
                 }
             }
@@ -247,7 +250,11 @@ fn describe(link: &Link) -> String {
     format!(
         "{}, {}, operstate {:?}",
         if link.up { "up" } else { "down" },
-        if link.carrier { "carrier" } else { "no carrier" },
+        if link.carrier {
+            "carrier"
+        } else {
+            "no carrier"
+        },
         link.oper
     )
 }

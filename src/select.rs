@@ -653,14 +653,21 @@ mod tests {
         let config = parse(
             r#"{"failover": {"a": {"ip4": ["10.0.0.1", "10.0.0.2"], "port": 1, "fall": 3, "rise": 2}}}"#,
         );
-        let gone = || Some(Health::Down(DownReason::Kernel("carrier lost on isp1".into())));
+        let gone = || {
+            Some(Health::Down(DownReason::Kernel(
+                "carrier lost on isp1".into(),
+            )))
+        };
         let (text, state) = step(&config, &State::default(), "", vec![up(), up()], 0);
         // fall 3, yet the first run without carrier switches
         let (text, state) = step(&config, &state, &text, vec![gone(), up()], 1);
         assert!(text.contains("a_v4 = 10.0.0.2"), "{text}");
         let c = &state.variables["a"].v4.candidates[0];
         assert_eq!(c.counted.map(|k| (k.up, k.since_ms)), Some((false, 1)));
-        assert_eq!(c.last.as_ref().unwrap().error.as_deref(), Some("carrier lost on isp1"));
+        assert_eq!(
+            c.last.as_ref().unwrap().error.as_deref(),
+            Some("carrier lost on isp1")
+        );
         // still gone: down since the first run, not since each one
         let (text, state) = step(&config, &state, &text, vec![gone(), up()], 2);
         let c = &state.variables["a"].v4.candidates[0];

@@ -140,7 +140,11 @@ fn units_pass_systemd_analyze_verify_without_any_warning() {
     .unwrap();
     let watch = fs::read_to_string(repo(WATCH_UNIT)).unwrap();
     let exec_watch = "ExecStart=/usr/bin/nftables-failover watch\n";
-    assert_eq!(watch.matches(exec_watch).count(), 1, "ExecStart line changed?");
+    assert_eq!(
+        watch.matches(exec_watch).count(),
+        1,
+        "ExecStart line changed?"
+    );
     fs::write(
         dir.path().join("nftables-failover-watch.service"),
         watch.replace(exec_watch, &format!("ExecStart={BIN} watch\n")),
@@ -232,8 +236,14 @@ fn the_watch_unit_is_the_service_with_a_loop() {
     let watch = directives(&repo(WATCH_UNIT));
     // Sandbox, directories and resources: every one of the service's, the same.
     let own = ["Description=", "Type=", "ExecStart=", "TimeoutStartSec="];
-    for line in service.iter().filter(|l| !own.iter().any(|o| l.starts_with(o))) {
-        assert!(watch.contains(line), "the watch unit lacks the service's {line:?}");
+    for line in service
+        .iter()
+        .filter(|l| !own.iter().any(|o| l.starts_with(o)))
+    {
+        assert!(
+            watch.contains(line),
+            "the watch unit lacks the service's {line:?}"
+        );
     }
     for line in &watch {
         let key = line.split('=').next().unwrap();
@@ -252,11 +262,20 @@ fn the_watch_unit_is_the_service_with_a_loop() {
         "RuntimeDirectoryPreserve=yes",
         "WantedBy=multi-user.target",
     ] {
-        assert!(watch.iter().any(|l| l == expected), "the watch unit lacks {expected:?}");
+        assert!(
+            watch.iter().any(|l| l == expected),
+            "the watch unit lacks {expected:?}"
+        );
     }
     assert!(service.iter().any(|l| l == "RuntimeDirectoryPreserve=yes"));
-    let (w, s) = (exposure_of(&repo(WATCH_UNIT)), exposure_of(&repo("systemd/nftables-failover.service")));
-    assert!(w <= s, "systemd-analyze security rates the watch unit {w}, the service {s}");
+    let (w, s) = (
+        exposure_of(&repo(WATCH_UNIT)),
+        exposure_of(&repo("systemd/nftables-failover.service")),
+    );
+    assert!(
+        w <= s,
+        "systemd-analyze security rates the watch unit {w}, the service {s}"
+    );
 }
 
 #[test]

@@ -79,7 +79,10 @@ impl Topology {
     }
 
     fn ruleset(&self) -> String {
-        sh(&format!("ip netns exec {} nft list ruleset", self.ns("router")))
+        sh(&format!(
+            "ip netns exec {} nft list ruleset",
+            self.ns("router")
+        ))
     }
 }
 
@@ -187,7 +190,11 @@ fn carrier_loss_fails_over_at_once_and_back_when_it_returns() {
 
     t.ip("isp1", "link set r0 up");
     let took = switched_to(&t, &f, ISP1);
-    assert!(took.is_some(), "no failback when the carrier returned:\n{}", w.log());
+    assert!(
+        took.is_some(),
+        "no failback when the carrier returned:\n{}",
+        w.log()
+    );
 
     let (code, took) = w.stop();
     assert_eq!(code, Some(0), "{}", w.log());

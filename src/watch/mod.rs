@@ -32,7 +32,9 @@ enum Wake {
 
 pub fn main(cli: &Cli, args: &WatchArgs) -> u8 {
     if cli.dry_run {
-        log::error("watch does not take --dry-run: it applies what it finds; for a look without changes use --dry-run without watch, or status --check");
+        log::error(
+            "watch does not take --dry-run: it applies what it finds; for a look without changes use --dry-run without watch, or status --check",
+        );
         return EXIT_USAGE;
     }
     signals::install();

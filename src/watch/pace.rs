@@ -144,7 +144,7 @@ mod tests {
     fn a_steady_stream_still_runs_within_max_wait() {
         let stream: Vec<u64> = (0..40).map(|i| 5000 + i * 5).collect();
         let runs = simulate(10_000, &stream, 5, 5100);
-        assert_eq!(runs[1], (5050, Cause::Changes(11)));
+        assert_eq!(runs[1], (5050, Cause::Changes(10)));
     }
 
     #[test]

@@ -554,10 +554,11 @@ def service_sandbox():
     if unknown:
         log(f"note: no in-effect check for {unknown} (systemctl show only)")
 
-    # The held run ends by itself; then its runtime directory goes.
+    # The held run ends by itself; its runtime directory stays (RuntimeDirectoryPreserve=yes:
+    # the watcher may be using it), still the service user's alone.
     wait_for("the held run to end", lambda: show(UNIT, "ActiveState") == "inactive", 15)
-    if os.path.exists(rt):
-        fail(f"{rt} still exists after the run (RuntimeDirectoryPreserve=no)")
+    if out("stat", "-c", "%U %a", rt) != f"{USER} 700":
+        fail(f"{rt} after the run: {out('stat', '-c', '%U %a', rt)}")
     write(CONFIG, config(), 0o640, USER)
     sh("systemctl", "start", UNIT)
 
@@ -847,6 +848,8 @@ def ansible_role(listeners):
                     "nftables_failover_settings": {"timeout_ms": 500},
                     "nftables_failover_extra": {"metrics": {"path": f"{STATE}/metrics.prom"}},
                     "nftables_failover_timer_interval": "2s",
+                    "nftables_failover_watch": True,
+                    "nftables_failover_watch_interval": "3s",
                 },
             }],
         }]
@@ -874,6 +877,10 @@ def ansible_role(listeners):
     if "2s" not in interval and "OnUnitActiveUSec=2s" not in interval:
         fail(f"the timer did not get the role's interval: {interval}")
     ok("ansible: role applied twice", f"first ok={first[0]} changed={first[1]}, second changed={second[1]}; timer {interval[:80]}")
+    watch_exec = show(WATCH, "ExecStart")
+    if show(WATCH, "ActiveState") != "active" or "--interval 3s" not in watch_exec:
+        fail(f"the role's watcher: {show(WATCH, 'ActiveState')}, {watch_exec}")
+    ok("ansible: the role enables the watcher at its interval", f"{WATCH} active, {watch_exec[:100]}")
 
     listeners[PRIMARY].stop()
     _, took = wait_for("failover by the role's timer", lambda: ruleset_target() == BACKUP, 15)
@@ -890,6 +897,109 @@ def ansible_role(listeners):
     ok("ansible: an invalid variable fails the play", f"failed={bad[3]}, {CONFIG} unchanged")
 
 
+WATCH = "nftables-failover-watch.service"
+UPLINKS = [("198.51.100.2", "198.51.100.1"), ("198.51.100.10", "198.51.100.9")]
+
+
+def uplink_target():
+    m = re.search(r"ip daddr (\S+) tcp dport 8081", out("nft", "list", "ruleset"))
+    return m and m.group(1)
+
+
+def watch_unit():
+    """nftables-failover-watch.service under systemd: it reports ready after its first run,
+    fails over on a carrier cut inside the container long before the timer could, keeps the
+    runtime directory when a timer run ends beside it, is restarted by the watchdog when
+    frozen, and stops at once with exit 0."""
+    sh("systemctl", "disable", "--now", TIMER)
+    isps = []
+    for n, (local, gw) in enumerate(UPLINKS, 1):
+        sh("ip", "netns", "add", f"isp{n}")
+        sh("ip", "-n", f"isp{n}", "link", "set", "lo", "up")
+        sh("ip", "link", "add", f"wan{n}", "type", "veth", "peer", "name", "r0", "netns", f"isp{n}")
+        sh("ip", "addr", "add", f"{local}/29", "dev", f"wan{n}")
+        sh("ip", "link", "set", f"wan{n}", "up")
+        sh("ip", "-n", f"isp{n}", "addr", "add", f"{gw}/29", "dev", "r0")
+        sh("ip", "-n", f"isp{n}", "link", "set", "r0", "up")
+        isps.append(subprocess.Popen(
+            ["ip", "netns", "exec", f"isp{n}", "python3", "-m", "http.server", "8081", "--bind", gw],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+    try:
+        for _, gw in UPLINKS:
+            wait_for(f"listener on {gw}:8081", lambda: _connects(gw), 10)
+        (isp1, _), (isp2, _) = [(gw, l) for l, gw in UPLINKS]
+        uplink = {"uplink": {"ip4": [isp1, isp2], "port": 8081, "fall": 3, "rise": 1,
+                             "paths": [{"interface": "wan1"}, {"interface": "wan2"}]}}
+        write(CONFIG, config(uplink), 0o640, USER)
+        write("/etc/nftables.conf", NFTABLES_CONF.replace(
+            "\t\tip daddr $web_v4", "\t\tip daddr $uplink_v4 tcp dport 8081 counter accept\n\t\tip daddr $web_v4"))
+        c = cursor()
+        start = time.monotonic()
+        sh("systemctl", "start", WATCH, timeout=120)
+        took = time.monotonic() - start
+        # Type=notify: start returns once READY=1 came, i.e. after the first run.
+        if uplink_target() != isp1 or show(WATCH, "ActiveState") != "active":
+            fail(f"after systemctl start: {WATCH} {show(WATCH, 'ActiveState')}, uplink {uplink_target()}")
+        status = show(WATCH, "StatusText")
+        if "last run succeeded" not in status:
+            fail(f"StatusText: {status!r}")
+        ok("watch: started and ready after its first run", f"{took:.2f} s, uplink -> {isp1}; status {status!r}")
+
+        sh("systemctl", "start", UNIT)
+        if not os.path.isdir("/run/nftables-failover") or show(WATCH, "ActiveState") != "active":
+            fail("a timer run ending removed /run/nftables-failover or stopped the watcher")
+        ok("watch: a timer run beside it keeps the shared runtime directory", "/run/nftables-failover still there")
+
+        timer = {k: v for s, k, v in unit_directives(f"/lib/systemd/system/{TIMER}") if s == "Timer"}
+        by_timer = 3 * seconds(timer["OnUnitActiveSec"])
+        sh("ip", "-n", "isp1", "link", "set", "r0", "down")
+        _, cut = wait_for("failover on carrier loss", lambda: uplink_target() == isp2, 5, 0.01)
+        sh("ip", "-n", "isp1", "link", "set", "r0", "up")
+        _, back = wait_for("failback when the carrier returns", lambda: uplink_target() == isp1, 5, 0.01)
+        said = [message(e) for e in journal(c, "-u", WATCH) if "carrier lost on wan1" in message(e)]
+        if not said:
+            fail(f"the journal does not name the carrier loss: {[message(e) for e in journal(c, '-u', WATCH)]}")
+        ok("watch: a carrier cut fails over at once (fall 3 on the timer: >= %.0f s)" % by_timer,
+           f"to {isp2} in {cut:.2f} s, back in {back:.2f} s; {said[0]}")
+
+        pid = int(show(WATCH, "MainPID"))
+        os.kill(pid, signal.SIGSTOP)
+        wait_for("the watchdog to restart the frozen watcher",
+                 lambda: show(WATCH, "ActiveState") == "active" and int(show(WATCH, "MainPID")) not in (0, pid),
+                 40, 0.2)
+        restarts = show(WATCH, "NRestarts")
+        said = [message(e) for e in journal(c, "_PID=1") if "atchdog" in message(e)]
+        if int(restarts) < 1 or not said:
+            fail(f"NRestarts {restarts}, PID 1 said {said}")
+        ok("watch: a frozen watcher is restarted by the watchdog", f"NRestarts={restarts}; {said[0]}")
+
+        start = time.monotonic()
+        sh("systemctl", "stop", WATCH)
+        took = time.monotonic() - start
+        result = (show(WATCH, "Result"), show(WATCH, "ExecMainStatus"))
+        if took > 1.5 or result != ("success", "0"):
+            fail(f"stop took {took:.2f} s, result {result}")
+        ok("watch: SIGTERM stops it", f"in {took:.2f} s, exit 0")
+    finally:
+        for p in isps:
+            p.terminate()
+            p.wait(10)
+        for n in (1, 2):
+            sh("ip", "netns", "del", f"isp{n}", check=False)
+            sh("ip", "link", "del", f"wan{n}", check=False)
+        write(CONFIG, config(), 0o640, USER)
+        write("/etc/nftables.conf", NFTABLES_CONF)
+        sh("systemctl", "start", UNIT)
+
+
+def _connects(addr, port=8081):
+    try:
+        socket.create_connection((addr, port), timeout=0.5).close()
+        return True
+    except OSError:
+        return False
+
+
 def main():
     if sys.argv[1:] == ["probe"]:
         probe()
@@ -904,6 +1014,7 @@ def main():
         override()
         c = readme_enable_timer()
         failover(listeners, c)
+        watch_unit()
         lifecycle()
         first_install_orders()
         ansible_role(listeners)
