@@ -3,11 +3,14 @@
 //! The modules stand on floors, and imports only point down (`tests/layers.rs` checks it):
 //!
 //! ```text
-//! entry points      run (the timer's one-shot), status                 ← cli (the command line)
+//! a loop            watch: the one-shot run again on kernel events and every interval
+//! entry points      run (the timer's one-shot), status, drain, check_config
+//!                   ← cli (the command line)
 //! check and decide  evaluate: probe → select → render, for a run and for status
-//! features          probe, apply, state, conntrack, publish   (effects; none uses another)
+//! features          probe, apply, state, conntrack, publish, ownership, netlink
+//!                   (effects; none uses another)
 //! primitives        files, command, signals, log, clock       (effects)
-//! pure logic        policy, select, render, describe
+//! pure logic        policy, select, render, describe, standby, links
 //! ground floor      model (results, choices, state records), config, jsonc, text
 //! ```
 //!
