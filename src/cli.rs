@@ -9,6 +9,35 @@ pub const EXIT_OK: u8 = 0;
 pub const EXIT_FAILED: u8 = 1;
 pub const EXIT_USAGE: u8 = 2;
 
+/// What each exit status of a run means; `--help` and the man page both print these.
+pub const EXIT_MEANINGS: [(u8, &str); 3] = [
+    (
+        EXIT_OK,
+        "applied or unchanged, however many candidates are down; also when another run holds \
+         the lock and is left to apply the change",
+    ),
+    (
+        EXIT_FAILED,
+        "runtime failure (a check, the write, the reload or sudo failed): the last applied \
+         include is in place or was restored, and the next run retries; or stopped by \
+         SIGTERM/SIGINT (`watch` exits 0 then)",
+    ),
+    (EXIT_USAGE, "bad config or usage; nothing was touched"),
+];
+
+fn after_help() -> String {
+    let codes: Vec<String> = EXIT_MEANINGS
+        .iter()
+        .map(|(code, text)| format!("{code} {text}"))
+        .collect();
+    format!(
+        "Exit status: {}.\nWhen not run as root, `nft -c`, the reload command and live mode's \
+         `nft -j` run through `sudo -n`.\nThe manual: /usr/share/doc/nftables-failover/README.md \
+         and docs/ beside it.",
+        codes.join("; ")
+    )
+}
+
 #[derive(Debug, Parser)]
 #[command(
     name = "nftables-failover",
@@ -23,10 +52,7 @@ place atomically, the main config checked, and nftables reloaded; if any step fa
 include is restored and the run exits 1. Then it waits for the checks still in flight (standbys), \
 so every candidate has a result each run: a run takes at most one check timeout plus the apply. \
 Meant to be started by a systemd timer every few seconds.",
-    after_help = "Exit status: 0 applied or unchanged (however many candidates are down), \
-1 runtime failure (previous include left in place) or stopped by SIGTERM/SIGINT, \
-2 bad config or usage.\n\
-When not run as root, `nft -c`, the reload command and live mode's `nft -j` run through `sudo -n`."
+    after_help = after_help()
 )]
 pub struct Cli {
     #[command(subcommand)]
@@ -180,7 +206,7 @@ pub struct DrainArgs {
 
 #[derive(Debug, Args)]
 pub struct StatusArgs {
-    /// Print the status as JSON (see README, "Status JSON").
+    /// Print the status as JSON (see docs/status-and-publishing.md, "Status JSON").
     #[arg(long)]
     pub json: bool,
 

@@ -12,7 +12,7 @@
 use clap::{Command, CommandFactory};
 use clap_mangen::Man;
 use nftables_failover::cli::Cli;
-use nftables_failover::run::{EXIT_FAILED, EXIT_OK, EXIT_USAGE};
+use nftables_failover::cli::EXIT_MEANINGS;
 use roff::{Inline, Roff, bold, italic, roman};
 use std::path::Path;
 
@@ -57,9 +57,17 @@ fn man_page_documents_options_files_and_exit_status() {
         ".SH CONFIGURATION",
         "/etc/sudoers.d/nftables\\-failover",
         "/etc/nftables.d/addons/failover.json",
+        ".SH SUBCOMMANDS",
+        "nftables\\-failover watch [\\-\\-interval DURATION]",
+        "/usr/share/doc/nftables\\-failover/",
     ] {
         assert!(page.contains(needle), "man page lacks {needle:?}:\n{page}");
     }
+    // Only this page exists: no reference to a page per subcommand.
+    assert!(
+        !page.contains("nftables\\-failover\\-status(8)") && !page.contains("\\-help(8)"),
+        "the man page names pages that are not shipped"
+    );
 }
 
 fn render() -> String {
@@ -73,9 +81,7 @@ fn render() -> String {
     man.render_synopsis_section(&mut out).unwrap();
     man.render_description_section(&mut out).unwrap();
     man.render_options_section(&mut out).unwrap();
-    if cmd.get_subcommands().next().is_some() {
-        man.render_subcommands_section(&mut out).unwrap();
-    }
+    out.extend(subcommands(&cmd).render().into_bytes());
     out.extend(extra_sections(&cmd).render().into_bytes());
     man.render_version_section(&mut out).unwrap();
     String::from_utf8(out).unwrap()
@@ -105,6 +111,48 @@ fn item(roff: &mut Roff, term: impl Into<Vec<Inline>>, text: &str) {
     roff.text([roman(text)]);
 }
 
+/// Every subcommand in this page, with its options: there are no separate pages for them.
+fn subcommands(cmd: &Command) -> Roff {
+    let mut r = Roff::new();
+    r.control("SH", ["SUBCOMMANDS"]);
+    for sub in cmd.get_subcommands().filter(|s| s.get_name() != "help") {
+        let mut usage = format!("nftables-failover {}", sub.get_name());
+        for arg in sub
+            .get_arguments()
+            .filter(|a| !a.is_global_set() && a.get_id() != "help")
+        {
+            usage.push(' ');
+            let takes_value = arg.get_action().takes_values();
+            usage.push_str(&match (arg.get_long(), arg.get_value_names()) {
+                (Some(long), Some(names)) if takes_value => format!("[--{long} {}]", names[0]),
+                (Some(long), _) => format!("[--{long}]"),
+                (None, _) => arg.get_id().to_string().to_uppercase(),
+            });
+        }
+        r.control("TP", []);
+        r.text([bold(usage)]);
+        let about = sub
+            .get_long_about()
+            .or(sub.get_about())
+            .map(|a| a.to_string())
+            .unwrap_or_default();
+        r.text([roman(about.replace('\n', " "))]);
+        for arg in sub
+            .get_arguments()
+            .filter(|a| !a.is_global_set() && a.get_id() != "help")
+        {
+            let name = match arg.get_long() {
+                Some(long) => format!("--{long}"),
+                None => arg.get_id().to_string().to_uppercase(),
+            };
+            let help = arg.get_help().map(|h| h.to_string()).unwrap_or_default();
+            r.control("IP", [name.as_str(), "4"]);
+            r.text([roman(help)]);
+        }
+    }
+    r
+}
+
 fn extra_sections(cmd: &Command) -> Roff {
     let config = default_of(cmd, "config");
     let output = default_of(cmd, "output");
@@ -122,23 +170,10 @@ fn extra_sections(cmd: &Command) -> Roff {
     let mut r = Roff::new();
 
     r.control("SH", ["EXIT STATUS"]);
-    item(
-        &mut r,
-        [bold(EXIT_OK.to_string())],
-        "Applied, or unchanged, however many candidates are down; also when another run holds \
-         the lock and is left to apply the change.",
-    );
-    item(
-        &mut r,
-        [bold(EXIT_FAILED.to_string())],
-        "Runtime failure (a check, the write, the reload or sudo failed). The last applied \
-         include is in place or was restored; the next run retries.",
-    );
-    item(
-        &mut r,
-        [bold(EXIT_USAGE.to_string())],
-        "Bad config or usage. Nothing was touched.",
-    );
+    // The same words as --help, from the same definition.
+    for (code, text) in EXIT_MEANINGS {
+        item(&mut r, [bold(code.to_string())], &format!("{text}."));
+    }
     paragraph(
         &mut r,
         [
@@ -161,7 +196,8 @@ fn extra_sections(cmd: &Command) -> Roff {
             bold("--config"),
             roman(format!(
                 ", default {config}) is JSON with // and /* */ comments, the format of the \
-                 Python nftables failover addon. Unknown keys are errors."
+                 Python nftables failover addon. Unknown keys are errors, at the top level too; \
+                 check-config validates a config without running anything."
             )),
         ],
     );
@@ -224,7 +260,7 @@ fn extra_sections(cmd: &Command) -> Roff {
          up. fallback: {\"ip4\": ADDRESS, \"ip6\": ADDRESS}, or one value for variables with \
          values. apply: \"reload\" (default) checks the whole config and reloads nftables on a \
          change; \"live\" replaces only the elements of the variable's set and map in table inet \
-         nftables_failover, in one nft transaction (README, \"Live mode\").",
+         nftables_failover, in one nft transaction (docs/live-mode.md).",
     );
     item(
         &mut r,
@@ -241,13 +277,17 @@ fn extra_sections(cmd: &Command) -> Roff {
          with FAILOVER_* environment variables and the changes as JSON on stdin. metrics: \
          {\"path\": FILE.prom}, a Prometheus textfile rewritten every run. mqtt: {\"broker\": \
          HOST, ...}, retained state and Home Assistant discovery; at most timeout_ms (default \
-         2000) per run. See the README.",
+         2000) per run. See docs/status-and-publishing.md.",
     );
     paragraph(
         &mut r,
         [roman(
-            "Per variable and family the first candidate whose TCP connect succeeds is used \
-             (or its value); if none is up, the first one, with a warning.",
+            "Per variable and family the first candidate that counts as up (its check \
+             succeeded, counted with fall and rise) is used, or its value; traffic moves back \
+             to a better candidate under preempt and preempt_delay_s. A candidate whose path \
+             interface has lost its carrier or is gone, or whose path source address is not on \
+             the host, is down at once. If none is up, all_down decides: the first candidate \
+             (default, with a warning), the value in effect (keep) or the fallback.",
         )],
     );
     r.control("PP", []);
@@ -301,9 +341,10 @@ fn extra_sections(cmd: &Command) -> Roff {
     item(
         &mut r,
         [bold("/etc/sudoers.d/nftables-failover")],
-        "Allows the service user exactly the commands it runs through sudo -n: \
+        "Allows the service user exactly the command lines it runs through sudo -n: \
          nft -c -f /run/nftables-failover/main.nft, nft -c -f /etc/nftables.conf, \
-         systemctl reload nftables.service and, for live mode, \
+         systemctl reload nftables.service, systemctl is-active nftables.service and \
+         systemctl start nftables.service (only after a refused reload) and, for live mode, \
          nft -c -j -f and nft -j -f /run/nftables-failover/live.json.",
     );
     item(
@@ -315,6 +356,22 @@ fn extra_sections(cmd: &Command) -> Roff {
         ],
         "One run as user nftables-failover, every 5 seconds. Enable with systemctl enable \
          --now nftables-failover.timer; logs: journalctl -u nftables-failover.",
+    );
+    item(
+        &mut r,
+        [bold(
+            "/usr/lib/systemd/system/nftables-failover-watch.service",
+        )],
+        "The watcher (the watch subcommand) as user nftables-failover, Type=notify with a \
+         watchdog; not enabled on install.",
+    );
+    item(
+        &mut r,
+        [bold("/usr/share/doc/nftables-failover/")],
+        "README.md and the manual in docs/: configuration.md (every key), \
+         selection-and-flapping.md, uplinks.md, watch.md, live-mode.md, \
+         apply-and-rollback.md, status-and-publishing.md, operations.md (troubleshooting), \
+         security.md; examples/.",
     );
 
     r.control("SH", ["ENVIRONMENT"]);
@@ -331,6 +388,7 @@ fn extra_sections(cmd: &Command) -> Roff {
 
     r.control("SH", ["SEE ALSO"]);
     r.text([
+        roman("The manual: /usr/share/doc/nftables-failover/README.md and docs/. "),
         bold("nft"),
         roman("(8), "),
         bold("sudoers"),
