@@ -301,17 +301,17 @@ fn service_exposure_stays_at_most_the_threshold() {
          again (without implying NoNewPrivileges, see its comments):\n{report}",
         unit.display()
     );
-    // The README states the figure this systemd gives.
-    let readme = fs::read_to_string(repo("README.md")).unwrap();
+    // docs/security.md states the figure this systemd gives.
+    let readme = fs::read_to_string(repo("docs/security.md")).unwrap();
     let stated = readme
         .split("`systemd-analyze security` rates it ")
         .nth(1)
         .and_then(|rest| rest.split_whitespace().next())
         .and_then(|n| n.parse::<f64>().ok())
-        .expect("README: \"`systemd-analyze security` rates it N\"");
+        .expect("docs/security.md: \"`systemd-analyze security` rates it N\"");
     assert_eq!(
         stated, exposure,
-        "README says {stated}, systemd-analyze says {exposure}"
+        "docs/security.md says {stated}, systemd-analyze says {exposure}"
     );
 }
 
@@ -554,6 +554,14 @@ fn debian_package_contents_and_modes() {
         ),
         (
             "/usr/share/doc/nftables-failover/examples/failover.json",
+            "-rw-r--r--",
+        ),
+        (
+            "/usr/share/doc/nftables-failover/docs/configuration.md",
+            "-rw-r--r--",
+        ),
+        (
+            "/usr/share/doc/nftables-failover/docs/watch.md",
             "-rw-r--r--",
         ),
         (

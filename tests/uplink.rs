@@ -836,12 +836,13 @@ fn the_capability_drop_in_verifies_with_the_unit() {
     );
 }
 
-/// The code block that follows `marker` in the README.
+/// The code block that follows `marker` in docs/uplinks.md (the multi-WAN recipe).
 fn readme_block(marker: &str) -> String {
-    let readme = fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
+    let readme =
+        fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/uplinks.md")).unwrap();
     let after = &readme[readme
         .find(marker)
-        .unwrap_or_else(|| panic!("{marker} not in README"))..];
+        .unwrap_or_else(|| panic!("{marker} not in docs/uplinks.md"))..];
     let start = after.find("```").unwrap();
     let body = &after[start..];
     let body = &body[body.find('\n').unwrap() + 1..];

@@ -637,7 +637,7 @@ def service_context():
 
 
 def readme_sudo_commands():
-    text = read(f"{DOC}/README.md")
+    text = read(f"{DOC}/docs/security.md")
     block = text.split("**Privileges.**", 1)[1].split("```text\n", 1)[1].split("```", 1)[0]
     return [l.strip() for l in block.splitlines() if l.strip()]
 
