@@ -133,6 +133,7 @@ mod tests {
             effective: effective.map(String::from),
             effective_index: index,
             drained: Vec::new(),
+            preferred_gone: None,
         }
     }
 

@@ -32,6 +32,11 @@ pub fn reason_text(config: &Config, c: &Choice) -> String {
         Reason::FailedOver if c.drained.contains(&0) => {
             format!("preferred candidate {} drained", addr(0))
         }
+        Reason::FailedOver if c.preferred_gone.is_some() => format!(
+            "preferred candidate {} down: {}",
+            addr(0),
+            c.preferred_gone.as_deref().unwrap_or_default()
+        ),
         Reason::FailedOver => {
             let fall = var.policy.fall;
             format!("preferred candidate {} down {fall}/{fall}", addr(0))

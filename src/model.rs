@@ -116,6 +116,9 @@ pub struct Choice {
     pub effective_index: Option<usize>,
     /// The candidates left out because they are drained (usually none).
     pub drained: Vec<usize>,
+    /// Why the kernel ruled out the preferred candidate in this run, if it did ("carrier lost
+    /// on wan1"): a failover then says so instead of counting checks.
+    pub preferred_gone: Option<String>,
 }
 
 impl Choice {

@@ -3,8 +3,8 @@
 
 use crate::config::{Config, Family, Variable};
 use crate::model::{
-    self, CandidateState, Choice, Counted, FamilyState, Health, LastCheck, Results, State,
-    VariableState,
+    self, CandidateState, Choice, Counted, DownReason, FamilyState, Health, LastCheck, Results,
+    State, VariableState,
 };
 use crate::policy::{self, Pick, Seen};
 use std::cell::RefCell;
@@ -301,6 +301,10 @@ fn decide_family(
         effective: fam.effective.clone(),
         effective_index: fam.current,
         drained: (0..fam.drained.len()).filter(|&i| fam.drained[i]).collect(),
+        preferred_gone: match outcomes.first() {
+            Some(Some(Health::Down(DownReason::Kernel(why)))) => Some(why.clone()),
+            _ => None,
+        },
     };
     if addrs.is_empty() {
         return (choice, FamilyState::default());

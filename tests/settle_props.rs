@@ -28,6 +28,7 @@ fn choice(variable: usize, family: Family, new: &str, old: Option<&str>) -> Choi
         effective: old.map(str::to_string),
         effective_index: old.map(|_| 0),
         drained: Vec::new(),
+        preferred_gone: None,
     }
 }
 

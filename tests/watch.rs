@@ -143,8 +143,14 @@ impl Drop for Watcher {
 
 fn fixture(paths: &str, extra_vars: &str) -> Fixture {
     let f = Fixture::new();
+    // The hook keeps the environment of the last change, to see the reason it was given.
+    let hook = format!(
+        "env | grep ^FAILOVER_ > {}",
+        f.dir.path().join("hook.env").display()
+    );
     f.write_config(&format!(
-        r#"{{"failover": {{
+        r#"{{"settings": {{"on_change": {{"command": ["/bin/sh", "-c", {hook:?}]}}}},
+            "failover": {{
             "uplink": {{"ip4": ["{ISP1}", "{ISP2}"], "port": 80, "fall": 3, "rise": 1,
                         "paths": {paths}}}{extra_vars}
         }}}}"#
@@ -186,7 +192,21 @@ fn carrier_loss_fails_over_at_once_and_back_when_it_returns() {
     let took = switched_to(&t, &f, ISP2);
     assert!(took.is_some(), "no failover on carrier loss:\n{}", w.log());
     eprintln!("carrier lost -> ISP 2 in {:?}\n{}", took.unwrap(), w.log());
-    assert!(w.log().contains("carrier lost on wan1"), "{}", w.log());
+    assert!(
+        w.log()
+            .contains("(198.51.100.1:80 [dev wan1] carrier lost on wan1)"),
+        "{}",
+        w.log()
+    );
+    // The reason the hook and MQTT get says what happened, not a count of checks.
+    let hook = || fs::read_to_string(f.dir.path().join("hook.env")).unwrap_or_default();
+    let said = "FAILOVER_REASON_TEXT=preferred candidate 198.51.100.1:80 [dev wan1] down: \
+                carrier lost on wan1";
+    assert!(
+        wait_until(QUICK, || hook().contains(said)).is_some(),
+        "{}",
+        hook()
+    );
 
     t.ip("isp1", "link set r0 up");
     let took = switched_to(&t, &f, ISP1);

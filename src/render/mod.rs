@@ -385,6 +385,7 @@ mod tests {
             effective: None,
             effective_index: None,
             drained: Vec::new(),
+            preferred_gone: None,
         };
         let text = include(
             &config,
