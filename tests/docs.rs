@@ -320,6 +320,19 @@ fn every_relative_link_resolves() {
 }
 
 #[test]
+fn every_page_says_what_it_is_for_and_links_back() {
+    for page in pages().into_iter().skip(1) {
+        let text = fs::read_to_string(&page).unwrap();
+        let head: Vec<&str> = text.lines().take(8).collect();
+        assert!(
+            head[0].starts_with("# ") && head[1..].iter().any(|l| l.contains("](../README.md)")),
+            "{}: must open with its title, what it is for, and a link back to the README",
+            page.display()
+        );
+    }
+}
+
+#[test]
 fn the_readme_is_a_front_door() {
     let readme = fs::read_to_string(Path::new(REPO).join("README.md")).unwrap();
     let lines = readme.lines().count();
