@@ -276,9 +276,12 @@ impl VariableState {
 /// Kept in the state file between runs: counters must not restart with every run.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct PublishState {
-    /// Applies that went through, each with a reload of nftables.
+    /// Applies that went through with a reload of nftables.
     #[serde(default)]
     pub reloads: u64,
+    /// Applies that went through as a live update of the tool's table, without a reload.
+    #[serde(default)]
+    pub live_updates: u64,
     #[serde(default)]
     pub apply_failures: u64,
     /// Unix time of the last successful apply.

@@ -155,6 +155,7 @@ pub fn once(cli: &Cli) -> u8 {
     // Variables in live mode (README, "Live mode"); empty unless the config opts in.
     let live = crate::render::live::objects(&config, &eval.choices);
     let mut partly_applied = false;
+    let mut live_update = false;
     let command_runner = Runner::for_current_user().with_timeout(cli.command_timeout);
     let code = match need {
         apply::Need::Nothing | apply::Need::Record => {
@@ -166,7 +167,7 @@ pub fn once(cli: &Cli) -> u8 {
                     log::warn(&format!("{e:#}"));
                 }
             }
-            match apply::keep_live(&plan, &Runner::for_current_user(), &eval.text, &live) {
+            match apply::keep_live(&plan, &command_runner, &eval.text, &live) {
                 Ok(()) => EXIT_OK,
                 Err(e) => {
                     log::error(&format!("{e:#}"));
@@ -197,6 +198,7 @@ pub fn once(cli: &Cli) -> u8 {
             });
             match result {
                 Ok(how) => {
+                    live_update = matches!(how, apply::Applied::Live);
                     log::info(&format!(
                         "{}: {} ({:.0} ms)",
                         plan.output.display(),
@@ -245,6 +247,7 @@ pub fn once(cli: &Cli) -> u8 {
         choices: &eval.choices,
         results: &results,
         applied,
+        live: live_update,
         started,
     };
     publish::after_run(&config, &previous, &mut new_state, &done);

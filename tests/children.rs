@@ -241,6 +241,47 @@ fn real_nft_blocked_on_a_fifo_include_is_killed_after_the_command_timeout() {
     });
 }
 
+/// Live mode's unchanged run reads the live objects back with `nft -j -f`: that listing obeys
+/// --command-timeout like every other child (it once ran with the 15 s default).
+#[test]
+fn a_hanging_listing_in_live_mode_s_unchanged_run_obeys_the_command_timeout() {
+    in_netns(|| {
+        let _up = listen("127.0.0.2", PORT);
+        let f = web_fixture();
+        fs::remove_file(&f.output).unwrap();
+        f.write_config(&format!(
+            r#"{{"settings": {{"apply": "live"}}, "failover": {{"web": {{"ip4": ["127.0.0.1", "127.0.0.2"], "port": {PORT}}}}}}}"#
+        ));
+        f.write_main("");
+        assert_exit(&f.run(&[]), 0);
+        let applied = fs::read(&f.output).unwrap();
+        // From now on, nft hangs when asked for the JSON listing (`nft -j -f live.json`).
+        let pids = f.dir.path().join("nft-pids");
+        let _reaper = reaper(&f, &pids);
+        script(
+            &f.nft,
+            &format!(
+                "case \"$1 $2\" in\n\"-j -f\")\n{}exit 0;;\nesac\nexec /usr/sbin/nft \"$@\"\n",
+                hang(&pids)
+            ),
+        );
+
+        let started = Instant::now();
+        let out = f.run(&["--command-timeout", "1s"]);
+        let took = started.elapsed();
+        let log = stderr(&out);
+        assert_exit(&out, 1);
+        assert!(log.contains("unchanged"), "{log}");
+        assert!(
+            log.contains("did not finish within 1s and was killed"),
+            "{log}"
+        );
+        assert!(took < Duration::from_secs(4), "{took:?}\n{log}");
+        assert_eq!(fs::read(&f.output).unwrap(), applied);
+        assert_all_gone(&read_pids(&pids));
+    });
+}
+
 #[test]
 fn sigterm_during_the_reload_stops_it_and_restores_the_previous_include() {
     in_netns(|| {

@@ -403,3 +403,32 @@ fn publish_settings_are_validated_like_every_other_key() {
     }
     assert!(f.output_text().is_none());
 }
+
+/// A live update is counted as one, not as a reload: `reloads_total` counts reloads alone.
+#[test]
+fn live_updates_and_reloads_are_counted_apart() {
+    in_netns(|| {
+        let primary = listen("127.0.0.1", PORT);
+        let _backup = listen("127.0.0.2", PORT);
+        let f = Fixture::new();
+        let prom = f.dir.path().join("nftables_failover.prom");
+        f.write_config(&web_config(&format!(
+            r#""apply": "live", "metrics": {{"path": "{}"}}"#,
+            prom.display()
+        )));
+        f.write_main("");
+        // The first apply creates the tool's table: a reload.
+        assert_exit(&f.run(&[]), 0);
+        let s = parse_prom(&prom);
+        has(&s, "counter nftables_failover_reloads_total{} 1");
+        has(&s, "counter nftables_failover_live_updates_total{} 0");
+        // A failover of a live variable updates its set and map only.
+        drop(primary);
+        let out = f.run(&[]);
+        assert_exit(&out, 0);
+        assert!(stderr(&out).contains("updated live"), "{}", stderr(&out));
+        let s = parse_prom(&prom);
+        has(&s, "counter nftables_failover_reloads_total{} 1");
+        has(&s, "counter nftables_failover_live_updates_total{} 1");
+    });
+}

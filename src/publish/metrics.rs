@@ -297,6 +297,11 @@ pub fn render(config: &Config, run: &Run, state: &State, now: u64) -> String {
             p.reloads,
         ),
         (
+            "live_updates_total",
+            "Applies that updated table inet nftables_failover live, without a reload.",
+            p.live_updates,
+        ),
+        (
             "apply_failures_total",
             "Applies that failed; the previous include was kept.",
             p.apply_failures,

@@ -23,6 +23,8 @@ pub struct Run<'a> {
     pub results: &'a Results,
     /// `Some(ok)` if this run applied a changed include (or tried to), `None` if unchanged.
     pub applied: Option<bool>,
+    /// The apply went through as a live update of the tool's table alone, without a reload.
+    pub live: bool,
     pub started: Instant,
 }
 
@@ -60,7 +62,11 @@ pub fn after_run(config: &Config, previous: &State, state: &mut State, run: &Run
 fn count(p: &mut PublishState, config: &Config, run: &Run, track_since: bool, now: u64) {
     match run.applied {
         Some(true) => {
-            p.reloads += 1;
+            if run.live {
+                p.live_updates += 1;
+            } else {
+                p.reloads += 1;
+            }
             p.last_ok_apply_at = Some(now);
         }
         Some(false) => p.apply_failures += 1,
