@@ -6,11 +6,10 @@
 use crate::signals;
 use std::ffi::{OsStr, OsString};
 use std::fmt;
-use std::io::Read;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
 use std::time::{Duration, Instant};
 
 /// Default of `--command-timeout`. A healthy `nft -c` or reload takes well under a second, a very
@@ -22,10 +21,6 @@ pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(15);
 
 /// After SIGTERM, how long a command may take to exit before its process group gets SIGKILL.
 const GRACE: Duration = Duration::from_millis(500);
-
-/// While a stop signal can arrive, waits look at `signals::received` this often. The wait still
-/// returns the moment the command exits; this only bounds how late a signal is noticed.
-const SIGNAL_SLICE: Duration = Duration::from_millis(50);
 
 pub struct Runner {
     /// `Some(path to sudo)` when privileged commands must go through `sudo -n`.
@@ -87,12 +82,12 @@ impl Runner {
 
     /// Runs a privileged command and returns its stdout (e.g. nft's JSON listing).
     pub fn output(&self, what: &str, command: &[OsString]) -> Result<Vec<u8>, CommandError> {
-        self.execute(what, command, false)
+        self.execute(what, command, Extra::capture(Capture::Stdout))
     }
 
     /// Runs a command and returns its messages: stderr, then stdout (e.g. conntrack's count).
     pub fn messages(&self, what: &str, command: &[OsString]) -> Result<String, CommandError> {
-        self.execute(what, command, true)
+        self.execute(what, command, Extra::capture(Capture::Messages))
             .map(|bytes| String::from_utf8_lossy(&bytes).into_owned())
     }
 
@@ -104,60 +99,86 @@ impl Runner {
         }
     }
 
+    /// Runs a command with `input` on its stdin and `env` added to its environment, stdout and
+    /// stderr through one pipe (in the order it wrote them, capped at 64 KiB); returns that
+    /// output. For the on-change hook: not privileged (see `direct`), bounded by this runner's
+    /// timeout, and nothing it leaves behind in its process group outlives it.
+    pub fn merged(
+        &self,
+        what: &str,
+        command: &[OsString],
+        input: &[u8],
+        env: &[(String, String)],
+    ) -> Result<Vec<u8>, CommandError> {
+        let extra = Extra {
+            input,
+            env,
+            capture: Capture::Merged,
+        };
+        self.execute(what, command, extra)
+    }
+
     fn execute(
         &self,
         what: &str,
         command: &[OsString],
-        messages: bool,
+        extra: Extra,
     ) -> Result<Vec<u8>, CommandError> {
         let argv = self.argv(command);
         crate::log::debug(&format!("running: {}", shown(&argv)));
-        let fail = |status: String, output: String| CommandError {
+        let fail = |failure: Failure, status: String, output: String| CommandError {
             what: what.to_string(),
             argv: shown(&argv),
+            failure,
             status,
             output,
             sudo_denied: false,
         };
         if let Some(signal) = signals::received().filter(|_| self.interruptible) {
             return Err(fail(
+                Failure::NotStarted,
                 format!("was not started: interrupted by {}", signals::name(signal)),
                 String::new(),
             ));
         }
-        // Own process group: the whole command (a wrapper script and what it starts, or sudo
-        // and its child) can be signalled at once, and a Ctrl-C on a terminal reaches only
-        // this process, which then stops the command itself.
-        let child = Command::new(&argv[0])
-            .args(&argv[1..])
-            // Untranslated messages: callers match nft's (e.g. a missing table's ENOENT), and
-            // logs read the same everywhere. sudo keeps LC_* (env_check).
-            .env("LC_ALL", "C")
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .process_group(0)
-            .spawn()
-            .map_err(|e| fail(format!("could not be started: {e}"), String::new()))?;
-        let done = supervise(child, self.timeout, self.interruptible);
-        let mut status = match (&done.ended, &done.status) {
+        let not_started = |e: std::io::Error| {
+            fail(
+                Failure::NotStarted,
+                format!("could not be started: {e}"),
+                String::new(),
+            )
+        };
+        let (child, streams) = spawn(&argv, &extra).map_err(not_started)?;
+        let done = supervise(
+            child,
+            streams,
+            extra.input,
+            self.timeout,
+            self.interruptible,
+        );
+        let (failure, mut status) = match (&done.ended, &done.status) {
             (Ended::Exited, Ok(s)) if s.success() => {
-                return Ok(if messages {
-                    done.output.into_bytes()
-                } else {
-                    done.stdout
+                return Ok(match extra.capture {
+                    Capture::Stdout => done.stdout,
+                    Capture::Messages | Capture::Merged => done.output.into_bytes(),
                 });
             }
-            (Ended::Exited, Ok(s)) => describe_status(*s),
-            (Ended::Exited, Err(e)) => format!("could not be waited for: {e}"),
-            (Ended::TimedOut, _) => format!(
-                "did not finish within {} and was killed; if it needs longer, raise --command-timeout",
-                shown_duration(self.timeout)
+            (Ended::Exited, Ok(s)) => (Failure::Exited(*s), describe_status(*s)),
+            (Ended::Exited, Err(e)) => (Failure::Lost, format!("could not be waited for: {e}")),
+            (Ended::TimedOut, _) => (
+                Failure::TimedOut,
+                format!(
+                    "did not finish within {} and was killed; if it needs longer, raise --command-timeout",
+                    shown_duration(self.timeout)
+                ),
             ),
-            (Ended::Interrupted(signal), _) => {
-                format!("was stopped: interrupted by {}", signals::name(*signal))
+            (Ended::Interrupted(signal), _) => (
+                Failure::Interrupted(*signal),
+                format!("was stopped: interrupted by {}", signals::name(*signal)),
+            ),
+            (Ended::Unwatched(e), _) => {
+                (Failure::Lost, format!("was killed: cannot watch it ({e})"))
             }
-            (Ended::Unwatched(e), _) => format!("was killed: cannot watch it ({e})"),
         };
         if done.survivors {
             status.push_str(&format!(
@@ -166,10 +187,83 @@ impl Runner {
                 done.pgid, done.pgid
             ));
         }
-        let mut err = fail(status, done.output);
+        let mut err = fail(failure, status, done.output);
         err.sudo_denied = self.sudo.is_some() && is_sudo_refusal(&err.output);
         Err(err)
     }
+}
+
+/// What a command gets and gives beyond its argv.
+struct Extra<'a> {
+    input: &'a [u8],
+    env: &'a [(String, String)],
+    capture: Capture,
+}
+
+impl Extra<'_> {
+    fn capture(capture: Capture) -> Extra<'static> {
+        Extra {
+            input: &[],
+            env: &[],
+            capture,
+        }
+    }
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Capture {
+    /// stdout and stderr apart: the result is stdout (nft's JSON listing), errors carry both.
+    Stdout,
+    /// stdout and stderr apart: the result is stderr, then stdout (conntrack's count).
+    Messages,
+    /// One pipe for both, in the order they were written (the hook's log lines).
+    Merged,
+}
+
+/// Starts `argv` in a process group of its own with pipes for what `extra` asks; returns the
+/// child and our ends of its output pipes (stderr, or the merged pipe, first).
+fn spawn(argv: &[OsString], extra: &Extra) -> std::io::Result<(Child, Vec<Stream>)> {
+    let mut command = Command::new(&argv[0]);
+    command
+        .args(&argv[1..])
+        .envs(extra.env.iter().map(|(k, v)| (k, v)))
+        .stdin(if extra.input.is_empty() {
+            Stdio::null()
+        } else {
+            Stdio::piped()
+        })
+        // Own process group: the whole command (a wrapper script and what it starts, or sudo
+        // and its child) can be signalled at once, and a Ctrl-C on a terminal reaches only
+        // this process, which then stops the command itself.
+        .process_group(0);
+    if extra.capture != Capture::Merged {
+        // Untranslated messages: callers match nft's (e.g. a missing table's ENOENT), and
+        // logs read the same everywhere. sudo keeps LC_* (env_check). The hook keeps the
+        // admin's locale.
+        command.env("LC_ALL", "C");
+    }
+    let mut streams = Vec::new();
+    if extra.capture == Capture::Merged {
+        let (reader, writer) = std::io::pipe()?;
+        command.stdout(writer.try_clone()?).stderr(writer);
+        let child = command.spawn()?;
+        // Our copies of the write end must go, or the reader never sees end of file.
+        drop(command);
+        streams.push(Stream::new(reader.into(), STDERR_CAP));
+        return Ok((child, streams));
+    }
+    let mut child = command
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()?;
+    // stderr is for messages; stdout may be nft's JSON listing of our table.
+    if let Some(pipe) = child.stderr.take() {
+        streams.push(Stream::new(pipe.into(), STDERR_CAP));
+    }
+    if let Some(pipe) = child.stdout.take() {
+        streams.push(Stream::new(pipe.into(), STDOUT_CAP));
+    }
+    Ok((child, streams))
 }
 
 /// How a supervised command ended.
@@ -177,14 +271,25 @@ enum Ended {
     Exited,
     TimedOut,
     Interrupted(i32),
-    /// A watcher thread could not be started; the command was killed at once.
+    /// The exit could not be watched (no pidfd); the command was stopped at once.
     Unwatched(String),
+}
+
+/// Why a command failed, for callers that word it themselves (the hook).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Failure {
+    NotStarted,
+    Exited(ExitStatus),
+    TimedOut,
+    Interrupted(i32),
+    /// It could not be watched or waited for.
+    Lost,
 }
 
 struct Done {
     ended: Ended,
     status: std::io::Result<ExitStatus>,
-    /// stderr then stdout, as far as they could be read.
+    /// stderr then stdout (or the merged pipe), as far as they could be read.
     output: String,
     /// stdout alone (e.g. nft's JSON listing).
     stdout: Vec<u8>,
@@ -194,12 +299,72 @@ struct Done {
     survivors: bool,
 }
 
+/// Our end of one of a command's output pipes, read as it comes and kept up to a cap.
+struct Stream {
+    fd: OwnedFd,
+    kept: Vec<u8>,
+    cap: usize,
+    dropped: u64,
+    open: bool,
+}
+
+impl Stream {
+    fn new(fd: OwnedFd, cap: usize) -> Stream {
+        set_nonblocking(fd.as_raw_fd());
+        Stream {
+            fd,
+            kept: Vec::new(),
+            cap,
+            dropped: 0,
+            open: true,
+        }
+    }
+
+    /// Reads what is there without blocking; notes the end of file.
+    fn read(&mut self) {
+        let mut buf = [0u8; 64 << 10];
+        loop {
+            // SAFETY: reads into a buffer owned by this frame, at most its length.
+            let n = unsafe { libc::read(self.fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len()) };
+            match n {
+                0 => {
+                    self.open = false;
+                    return;
+                }
+                n if n > 0 => {
+                    let n = n as usize;
+                    let room = self.cap.saturating_sub(self.kept.len()).min(n);
+                    self.kept.extend_from_slice(&buf[..room]);
+                    self.dropped += (n - room) as u64;
+                }
+                _ => match std::io::Error::last_os_error().raw_os_error() {
+                    Some(libc::EINTR) => {}
+                    Some(libc::EAGAIN) => return,
+                    _ => {
+                        self.open = false;
+                        return;
+                    }
+                },
+            }
+        }
+    }
+
+    fn into_bytes(mut self) -> Vec<u8> {
+        if self.dropped > 0 {
+            let note = format!("\n… ({} more bytes not kept)\n", self.dropped);
+            self.kept.extend_from_slice(note.as_bytes());
+        }
+        self.kept
+    }
+}
+
 /// Waits for `child` (the leader of its own process group) with a bound, stops the group if it
 /// outlives the timeout or a stop signal arrives, reaps it, and collects its output.
 ///
-/// Threads do the blocking: one waits for the exit, two drain stdout and stderr (so a chatty
-/// command cannot fill a pipe and deadlock against us). The exit is noticed the moment it
-/// happens, through a channel, with no sleeping in between.
+/// One thread, one `poll(2)` over everything that can happen: the child's exit (a pidfd), its
+/// output pipes (drained as they fill, so a chatty command cannot block on a full pipe), its
+/// stdin, and the stop signals' self-pipe. Nothing is polled on a clock and no helper thread
+/// is left behind, whatever the command leaves running.
 ///
 /// Through `sudo -n` as an unprivileged user (tested on Debian 12, sudo 1.9.13p3, sudo's default
 /// `!use_pty`): sudo runs with the user's real uid (ruid=user, euid=suid=0), so the user may
@@ -212,71 +377,145 @@ struct Done {
 /// only root can end it. sudoers can bound it as root: a per-command `TIMEOUT=` option or
 /// `Defaults command_timeout` (neither needs `user_command_timeouts`, which only allows the user's
 /// own `sudo -T`) makes sudo send the command SIGHUP and SIGTERM, then SIGKILL 2 s later.
-fn supervise(mut child: Child, timeout: Duration, interruptible: bool) -> Done {
+fn supervise(
+    mut child: Child,
+    mut streams: Vec<Stream>,
+    input: &[u8],
+    timeout: Duration,
+    interruptible: bool,
+) -> Done {
     let pid = child.id() as i32;
-    let started = Instant::now();
-    let (out_tx, out_rx) = mpsc::channel();
-    let mut watchers = Ok(());
-    for (index, pipe) in [
-        child
-            .stderr
-            .take()
-            .map(|p| Box::new(p) as Box<dyn Read + Send>),
-        child
-            .stdout
-            .take()
-            .map(|p| Box::new(p) as Box<dyn Read + Send>),
-    ]
-    .into_iter()
-    .enumerate()
-    {
-        let Some(mut pipe) = pipe else { continue };
-        let tx = out_tx.clone();
-        // stderr is for messages; stdout may be nft's JSON listing of our table.
-        let cap = if index == 0 { STDERR_CAP } else { STDOUT_CAP };
-        let spawned = std::thread::Builder::new().spawn(move || {
-            let _ = tx.send((index, read_capped(&mut pipe, cap)));
-        });
-        watchers = watchers.and(spawned.map(drop));
+    let deadline = Instant::now() + timeout;
+    let mut stdin: Option<OwnedFd> = child.stdin.take().map(OwnedFd::from);
+    if let Some(fd) = &stdin {
+        set_nonblocking(fd.as_raw_fd());
     }
-    drop(out_tx);
-    let exit_rx = watchers.and_then(|()| watch_exit(pid));
-
-    let ended = match &exit_rx {
-        Ok(rx) => wait(rx, started + timeout, interruptible),
-        Err(e) => Ended::Unwatched(e.to_string()),
+    let mut written = 0;
+    let wake = signals::wake_fd().filter(|_| interruptible);
+    let mut ended = None;
+    let mut killed_at = None;
+    let pidfd = match pidfd_open(pid) {
+        Ok(fd) => Some(fd),
+        Err(e) => {
+            ended = Some(Ended::Unwatched(e.to_string()));
+            killpg(pid, libc::SIGTERM);
+            killed_at = Some(Instant::now());
+            None
+        }
     };
-    if !matches!(ended, Ended::Exited) {
-        killpg(pid, libc::SIGTERM);
-        if let Ok(rx) = &exit_rx {
-            let _ = rx.recv_timeout(GRACE);
+    let mut exited = false;
+    // Once the leader has exited: how long its pipes may still be drained (a process that left
+    // the group may hold them).
+    let mut drain_until: Option<Instant> = None;
+    loop {
+        let now = Instant::now();
+        if exited {
+            if drain_until.is_none() {
+                // The leader has exited but is not reaped yet, so its pid, and with it the
+                // process group id, cannot be reused: whatever else is left in the group gets
+                // SIGKILL. For a command that exited normally that is only leftovers (a hook's
+                // `curl … &`) holding our pipes.
+                killpg(pid, libc::SIGKILL);
+                drain_until = Some(now + GRACE);
+            }
+            if streams.iter().all(|s| !s.open) || drain_until.is_some_and(|d| now >= d) {
+                break;
+            }
+        } else if ended.is_none() {
+            if let Some(signal) = signals::received().filter(|_| interruptible) {
+                ended = Some(Ended::Interrupted(signal));
+            } else if now >= deadline {
+                ended = Some(Ended::TimedOut);
+            }
+            if ended.is_some() {
+                killpg(pid, libc::SIGTERM);
+                killed_at = Some(now);
+            }
+        } else if let Some(at) = killed_at
+            && now >= at + GRACE
+        {
+            killpg(pid, libc::SIGKILL);
+            killed_at = None;
+            if pidfd.is_none() {
+                exited = true;
+                continue;
+            }
+        }
+        // The next moment something is due: the deadline, the end of the grace, of the drain.
+        let due = [
+            (ended.is_none() && !exited).then_some(deadline),
+            killed_at.map(|at| at + GRACE),
+            drain_until,
+        ]
+        .into_iter()
+        .flatten()
+        .min();
+        let mut fds = Vec::with_capacity(streams.len() + 3);
+        let mut watch = |fd: i32, events: i16| {
+            fds.push(libc::pollfd {
+                fd,
+                events,
+                revents: 0,
+            })
+        };
+        if let Some(fd) = pidfd.as_ref().filter(|_| !exited) {
+            watch(fd.as_raw_fd(), libc::POLLIN);
+        }
+        for s in streams.iter().filter(|s| s.open) {
+            watch(s.fd.as_raw_fd(), libc::POLLIN);
+        }
+        if let Some(fd) = stdin.as_ref().filter(|_| !exited) {
+            watch(fd.as_raw_fd(), libc::POLLOUT);
+        }
+        if let Some(fd) = wake.filter(|_| ended.is_none() && !exited) {
+            watch(fd, libc::POLLIN);
+        }
+        let wait_ms = due.map_or(-1, |d| {
+            d.saturating_duration_since(Instant::now())
+                .as_micros()
+                .div_ceil(1000)
+                .min(i32::MAX as u128) as i32
+        });
+        // SAFETY: `fds` is a live, correctly sized array of pollfd. EINTR just loops.
+        unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, wait_ms) };
+        let ready = |fd: i32| {
+            fds.iter().any(|p| {
+                p.fd == fd && p.revents & (libc::POLLIN | libc::POLLHUP | libc::POLLERR) != 0
+            })
+        };
+        if let Some(fd) = &pidfd
+            && !exited
+            && ready(fd.as_raw_fd())
+        {
+            exited = true;
+        }
+        for s in streams.iter_mut().filter(|s| s.open) {
+            if ready(s.fd.as_raw_fd()) {
+                s.read();
+            }
+        }
+        if let Some(fd) = &stdin {
+            let writable = fds.iter().any(|p| p.fd == fd.as_raw_fd() && p.revents != 0);
+            if exited || (writable && !write_some(fd, input, &mut written)) {
+                // Done, or the reader has gone: closing tells it there is no more.
+                stdin = None;
+            }
         }
     }
-    // The leader has exited (or had its grace period), but is not reaped yet, so its pid, and
-    // with it the process group id, cannot be reused: whatever else is left in the group gets
-    // SIGKILL. For a command that exited normally that is only leftovers holding our pipes.
-    killpg(pid, libc::SIGKILL);
+    drop(stdin);
     let status = child.wait();
     // With the leader reaped, the group exists only while other members do; EPERM means some
     // are alive and not ours to signal.
     // SAFETY: kill with signal 0 only checks for existence and permission.
     let survivors = unsafe { libc::kill(-pid, 0) } != 0
         && std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM);
-
-    // The pipes close when the last process holding them exits; a surviving root process may
-    // keep them open, so do not wait for its output forever.
-    let mut parts = [Vec::new(), Vec::new()];
-    let deadline = Instant::now() + GRACE;
-    while let Ok((index, bytes)) =
-        out_rx.recv_timeout(deadline.saturating_duration_since(Instant::now()))
-    {
-        parts[index] = bytes;
-    }
-    let mut output = String::from_utf8_lossy(&parts[0]).into_owned();
-    output.push_str(&String::from_utf8_lossy(&parts[1]));
-    let [_, stdout] = parts;
+    let mut streams = streams.into_iter().map(Stream::into_bytes);
+    let first = streams.next().unwrap_or_default();
+    let stdout = streams.next().unwrap_or_default();
+    let mut output = String::from_utf8_lossy(&first).into_owned();
+    output.push_str(&String::from_utf8_lossy(&stdout));
     Done {
-        ended,
+        ended: ended.unwrap_or(Ended::Exited),
         status,
         output,
         stdout,
@@ -285,82 +524,50 @@ fn supervise(mut child: Child, timeout: Duration, interruptible: bool) -> Done {
     }
 }
 
-/// The most of a command's stderr that is kept (and logged); the rest is read and dropped, so
-/// the command never blocks on a full pipe and a flood cannot fill memory or the journal.
+/// Writes what the pipe takes of `input` from `written` on; false once all is written or the
+/// reader has gone.
+fn write_some(fd: &OwnedFd, input: &[u8], written: &mut usize) -> bool {
+    while *written < input.len() {
+        let rest = &input[*written..];
+        // SAFETY: writes from a live slice, at most its length, to a non-blocking pipe.
+        let n = unsafe { libc::write(fd.as_raw_fd(), rest.as_ptr().cast(), rest.len()) };
+        if n > 0 {
+            *written += n as usize;
+            continue;
+        }
+        return matches!(
+            std::io::Error::last_os_error().raw_os_error(),
+            Some(libc::EAGAIN) | Some(libc::EINTR)
+        );
+    }
+    false
+}
+
+/// The most of a command's stderr (or merged output) that is kept (and logged); the rest is
+/// read and dropped, so the command never blocks on a full pipe and a flood cannot fill memory
+/// or the journal.
 const STDERR_CAP: usize = 64 << 10;
 /// The most of its stdout that is kept: nft's JSON listing of the tool's table.
 const STDOUT_CAP: usize = 16 << 20;
 
-/// Reads `pipe` to its end, keeping the first `cap` bytes and a note of how many followed.
-fn read_capped(pipe: &mut dyn Read, cap: usize) -> Vec<u8> {
-    let mut kept = Vec::new();
-    let mut buf = [0u8; 64 << 10];
-    let mut dropped: u64 = 0;
-    loop {
-        match pipe.read(&mut buf) {
-            Ok(0) => break,
-            Ok(n) => {
-                let room = cap.saturating_sub(kept.len()).min(n);
-                kept.extend_from_slice(&buf[..room]);
-                dropped += (n - room) as u64;
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-            Err(_) => break,
-        }
+/// A file descriptor that becomes readable when process `pid` (our child) exits, without
+/// reaping it: its pid stays reserved until `Child::wait`.
+fn pidfd_open(pid: i32) -> std::io::Result<OwnedFd> {
+    // SAFETY: pidfd_open takes a pid and flags and returns a new descriptor or -1.
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
+    if fd < 0 {
+        return Err(std::io::Error::last_os_error());
     }
-    if dropped > 0 {
-        kept.extend_from_slice(format!("\n… ({dropped} more bytes not kept)\n").as_bytes());
-    }
-    kept
+    // SAFETY: the descriptor was just returned to us and is owned by nothing else.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) })
 }
 
-/// Waits until the command exits, the deadline passes, or a stop signal arrives.
-fn wait(exited: &Receiver<()>, deadline: Instant, interruptible: bool) -> Ended {
-    loop {
-        if let Some(signal) = signals::received().filter(|_| interruptible) {
-            return Ended::Interrupted(signal);
-        }
-        let left = deadline.saturating_duration_since(Instant::now());
-        if left.is_zero() {
-            return Ended::TimedOut;
-        }
-        // Without handlers a stop signal kills this process anyway, so one plain wait suffices.
-        let slice = if interruptible && signals::installed() {
-            left.min(SIGNAL_SLICE)
-        } else {
-            left
-        };
-        match exited.recv_timeout(slice) {
-            Ok(()) | Err(RecvTimeoutError::Disconnected) => return Ended::Exited,
-            Err(RecvTimeoutError::Timeout) => {}
-        }
+fn set_nonblocking(fd: i32) {
+    // SAFETY: fcntl on a descriptor we own, adding O_NONBLOCK to its status flags.
+    unsafe {
+        let flags = libc::fcntl(fd, libc::F_GETFL);
+        libc::fcntl(fd, libc::F_SETFL, flags | libc::O_NONBLOCK);
     }
-}
-
-/// A channel that gets a message when process `pid` (our child) has exited. The child is left
-/// unreaped (WNOWAIT), so its pid stays reserved until `Child::wait`.
-fn watch_exit(pid: i32) -> std::io::Result<Receiver<()>> {
-    let (tx, rx) = mpsc::sync_channel(1);
-    std::thread::Builder::new().spawn(move || {
-        loop {
-            // SAFETY: waitid writes only into `info`; WNOWAIT leaves the child for Child::wait.
-            let rc = unsafe {
-                let mut info: libc::siginfo_t = std::mem::zeroed();
-                libc::waitid(
-                    libc::P_PID,
-                    pid as libc::id_t,
-                    &mut info,
-                    libc::WEXITED | libc::WNOWAIT,
-                )
-            };
-            if rc == 0 || std::io::Error::last_os_error().kind() != std::io::ErrorKind::Interrupted
-            {
-                break;
-            }
-        }
-        let _ = tx.send(());
-    })?;
-    Ok(rx)
 }
 
 fn killpg(pgid: i32, signal: i32) {
@@ -385,6 +592,7 @@ fn shown_duration(d: Duration) -> String {
 pub struct CommandError {
     pub what: String,
     pub argv: String,
+    pub failure: Failure,
     pub status: String,
     /// The command's own stderr and stdout, passed through verbatim (nft's error lines).
     pub output: String,

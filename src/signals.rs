@@ -76,6 +76,12 @@ pub fn wait() {
     }
 }
 
+/// The read end of the self-pipe that becomes readable when a stop signal arrives (and stays
+/// so), for a `poll(2)` that must wake on one; `None` without [`install`].
+pub fn wake_fd() -> Option<i32> {
+    Some(WAKE[0].load(Ordering::SeqCst)).filter(|&fd| fd >= 0)
+}
+
 /// The first SIGTERM or SIGINT received since [`install`], if any.
 pub fn received() -> Option<i32> {
     match RECEIVED.load(Ordering::SeqCst) {

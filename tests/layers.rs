@@ -375,3 +375,50 @@ fn the_checker_finds_a_planted_upward_import_and_a_circle() {
     let in_tests = "#[cfg(test)]\nmod tests {\n    use crate::publish::metrics;\n}\n";
     assert!(imports(&state, in_tests, &all).is_empty());
 }
+
+/// The places outside tests that use one of `needles`, as `path: needle`.
+fn uses(needles: &[&str]) -> Vec<String> {
+    let root = src();
+    let mut found = Vec::new();
+    for path in modules(&root).values() {
+        let text = without_tests(&std::fs::read_to_string(path).unwrap());
+        for needle in needles.iter().filter(|n| text.contains(*n)) {
+            let rel = path.strip_prefix(&root).unwrap().display().to_string();
+            found.push(format!("{rel}: {needle}"));
+        }
+    }
+    found.sort();
+    found
+}
+
+/// What starts a process: std's and tokio's `Command`, and the raw calls.
+const SPAWNERS: &[&str] = &[
+    "Command::new",
+    "process::Command",
+    "libc::fork",
+    "libc::exec",
+    "posix_spawn",
+];
+
+/// One child runner: every process (nft, sudo, systemctl, conntrack, the hook) is started and
+/// supervised by `command.rs`, so each gets the same timeout, process-group clean-up, capped
+/// output and stop-signal handling.
+#[test]
+fn only_the_child_runner_starts_processes() {
+    let found = uses(SPAWNERS);
+    assert!(
+        found.iter().any(|l| l == "command.rs: Command::new"),
+        "{found:?}"
+    );
+    let outside: Vec<&String> = found
+        .iter()
+        .filter(|l| !l.starts_with("command.rs:"))
+        .collect();
+    assert!(
+        outside.is_empty(),
+        "processes started outside command.rs: {outside:?}"
+    );
+    // The check itself: a planted spawn in another module is found.
+    let planted = without_tests("fn f() { std::process::Command::new(\"x\"); }\n");
+    assert!(SPAWNERS.iter().any(|n| planted.contains(n)));
+}

@@ -2,15 +2,11 @@
 //! changed in its environment and, as JSON, on its stdin.
 
 use super::Change;
+use crate::command::{Failure, Runner};
 use crate::config::publish::Hook;
 use crate::log;
-use std::io::{Read, Write};
-use std::os::unix::process::CommandExt;
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
-
-/// The most output of a hook that goes to the log.
-const OUTPUT_LIMIT: usize = 64 * 1024;
+use std::ffi::OsString;
+use std::time::Instant;
 
 /// The environment the hook gets: `FAILOVER_CHANGES=N`, then per change (1-based)
 /// `FAILOVER_<K>_DEFINE`, `_VARIABLE`, `_FAMILY`, `_OLD`, `_NEW`, `_CANDIDATE`, `_REASON`,
@@ -46,109 +42,52 @@ pub fn stdin_json(changes: &[Change], at: u64) -> String {
     text
 }
 
-/// Runs the hook to completion or until its timeout, then kills its process group. Its output
-/// goes to the log. Returns whether it exited 0; every failure is logged as a warning.
+/// Runs the hook to completion or until its timeout. Its output goes to the log. Whatever it
+/// started in its process group is killed once it exits (a hook that hands work to the
+/// background must use `systemd-run` or similar): nothing of a hook outlives its run. Returns
+/// whether it exited 0; every failure is logged as a warning.
 pub fn run(hook: &Hook, changes: &[Change], at: u64) -> bool {
     let started = Instant::now();
     let name = &hook.command[0];
-    match run_inner(hook, changes, at) {
-        Ok((status, output)) => {
-            // A failing hook's own words belong with its warning, also under -q.
-            let failed = !status.is_some_and(|s| s.success());
-            for line in String::from_utf8_lossy(&output).lines() {
-                let line = format!("on_change: {line}");
-                if failed {
-                    log::warn(&line)
-                } else {
-                    log::info(&line)
-                }
-            }
-            let took = started.elapsed().as_secs_f64() * 1e3;
-            match status {
-                Some(s) if s.success() => {
-                    log::debug(&format!("on_change: {name} done in {took:.0} ms"));
-                    true
-                }
-                Some(s) => {
-                    log::warn(&format!(
-                        "on_change: {name} failed ({s}) after {took:.0} ms; the apply stands"
-                    ));
-                    false
-                }
-                None => {
-                    log::warn(&format!(
-                        "on_change: {name} still running after {} ms; killed it and its process \
-                         group; the apply stands",
-                        hook.timeout.as_millis()
-                    ));
-                    false
-                }
-            }
-        }
-        Err(e) => {
-            log::warn(&format!(
-                "on_change: cannot run {name}: {e}; the apply stands"
-            ));
-            false
+    let runner = Runner::for_current_user()
+        .direct()
+        .with_timeout(hook.timeout);
+    let argv: Vec<OsString> = hook.command.iter().map(OsString::from).collect();
+    let input = stdin_json(changes, at);
+    let result = runner.merged("on_change", &argv, input.as_bytes(), &environment(changes));
+    let output = match &result {
+        Ok(output) => String::from_utf8_lossy(output).into_owned(),
+        Err(e) => e.output.clone(),
+    };
+    // A failing hook's own words belong with its warning, also under -q.
+    for line in output.lines() {
+        let line = format!("on_change: {line}");
+        if result.is_err() {
+            log::warn(&line)
+        } else {
+            log::info(&line)
         }
     }
-}
-
-/// `None` for the status means it timed out and was killed.
-fn run_inner(
-    hook: &Hook,
-    changes: &[Change],
-    at: u64,
-) -> std::io::Result<(Option<std::process::ExitStatus>, Vec<u8>)> {
-    // One pipe for stdout and stderr keeps the lines in the order the hook wrote them.
-    let (mut reader, writer) = std::io::pipe()?;
-    let mut cmd = Command::new(&hook.command[0]);
-    cmd.args(&hook.command[1..])
-        .envs(environment(changes))
-        .stdin(Stdio::piped())
-        .stdout(writer.try_clone()?)
-        .stderr(writer)
-        // Its own process group, so a timeout kills whatever it started too.
-        .process_group(0);
-    let mut child = cmd.spawn()?;
-    // Our copies of the write end must go, or the reader never sees end of file.
-    drop(cmd);
-    let input = stdin_json(changes, at);
-    let mut stdin = child.stdin.take().expect("stdin is piped");
-    // Written from a thread: a hook that never reads must not block us past the timeout.
-    std::thread::spawn(move || {
-        let _ = stdin.write_all(input.as_bytes());
-    });
-    // Collected as it comes: a descendant that left the process group may keep the pipe open
-    // after the hook is gone, and what was written so far still belongs in the log.
-    let output = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
-    let (done_tx, done_rx) = std::sync::mpsc::channel();
-    let sink = output.clone();
-    std::thread::spawn(move || {
-        let mut buf = [0u8; 4096];
-        while let Ok(n @ 1..) = reader.read(&mut buf) {
-            let mut out = sink.lock().unwrap_or_else(|e| e.into_inner());
-            let room = OUTPUT_LIMIT.saturating_sub(out.len());
-            out.extend_from_slice(&buf[..n.min(room)]);
-        }
-        let _ = done_tx.send(());
-    });
-    let deadline = Instant::now() + hook.timeout;
-    let status = loop {
-        if let Some(s) = child.try_wait()? {
-            break Some(s);
-        }
-        if Instant::now() >= deadline {
-            // SAFETY: kill(2) on the process group we created for the child.
-            unsafe { libc::kill(-(child.id() as i32), libc::SIGKILL) };
-            let _ = child.wait();
-            break None;
-        }
-        std::thread::sleep(Duration::from_millis(5));
+    let took = started.elapsed().as_secs_f64() * 1e3;
+    let Err(e) = result else {
+        log::debug(&format!("on_change: {name} done in {took:.0} ms"));
+        return true;
     };
-    let _ = done_rx.recv_timeout(Duration::from_millis(200));
-    let output = std::mem::take(&mut *output.lock().unwrap_or_else(|e| e.into_inner()));
-    Ok((status, output))
+    log::warn(&match e.failure {
+        Failure::Exited(s) => {
+            format!("on_change: {name} failed ({s}) after {took:.0} ms; the apply stands")
+        }
+        Failure::TimedOut => format!(
+            "on_change: {name} still running after {} ms; killed it and its process group; the \
+             apply stands",
+            hook.timeout.as_millis()
+        ),
+        Failure::NotStarted | Failure::Lost | Failure::Interrupted(_) => {
+            let why = e.status.trim_start_matches("could not be started: ");
+            format!("on_change: cannot run {name}: {why}; the apply stands")
+        }
+    });
+    false
 }
 
 #[cfg(test)]

@@ -1,0 +1,204 @@
+//! `watch` as a long-lived daemon, with the real binary and real nft in a private network
+//! namespace: what a hook leaves behind dies with it, kernel floods cost no memory, and SIGHUP
+//! re-reads the config instead of killing the watcher.
+//!
+//! The candidate `192.0.2.1` lives on a veth interface of the test's namespace: removing its
+//! address makes it unreachable (down at once) and wakes the watcher (an address change), so
+//! each flip is one apply within milliseconds, without waiting for an interval.
+
+mod common;
+
+use common::*;
+use std::fs;
+use std::process::{Child, Stdio};
+use std::time::{Duration, Instant};
+
+const PORT: u16 = 8443;
+const PRIMARY: &str = "192.0.2.1";
+const BACKUP: &str = "127.0.0.2";
+
+/// The namespace's veth uplink carrying the primary's address, and both listeners.
+fn topology() -> (Listener, Listener) {
+    sh(&format!(
+        "ip link add d0 type veth peer name d1 && ip link set d1 up && ip link set d0 up && ip addr add {PRIMARY}/32 dev d0"
+    ));
+    (listen(PRIMARY, PORT), listen(BACKUP, PORT))
+}
+
+fn web_config(publish: &str) -> String {
+    format!(
+        r#"{{"settings": {{"fall": 1, "rise": 1, "timeout_ms": 1000{publish}}},
+            "failover": {{"web": {{"ip4": ["{PRIMARY}", "{BACKUP}"], "port": {PORT}}}}}}}"#
+    )
+}
+
+/// The watcher, killed on drop if a test fails before it stops it.
+struct Watcher {
+    child: Child,
+    log: std::path::PathBuf,
+}
+
+impl Watcher {
+    fn start(f: &Fixture, interval: &str) -> Watcher {
+        let log = f.dir.path().join("watch.log");
+        let mut cmd = f.command(&[], &f.reload());
+        cmd.args(["watch", "--interval", interval])
+            .stdout(Stdio::null())
+            .stderr(fs::File::create(&log).unwrap());
+        Watcher {
+            child: cmd.spawn().unwrap(),
+            log,
+        }
+    }
+
+    fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    fn log(&self) -> String {
+        fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    fn threads(&self) -> usize {
+        let status = fs::read_to_string(format!("/proc/{}/status", self.pid())).unwrap();
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("Threads:"))
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap()
+    }
+
+    fn fds(&self) -> usize {
+        fs::read_dir(format!("/proc/{}/fd", self.pid()))
+            .unwrap()
+            .count()
+    }
+
+    fn signal(&self, signal: i32) {
+        // SAFETY: signalling our own child, not yet waited for.
+        assert_eq!(unsafe { libc::kill(self.pid() as i32, signal) }, 0);
+    }
+
+    /// SIGTERM, and the exit code (within 10 s).
+    fn stop(mut self) -> i32 {
+        self.signal(libc::SIGTERM);
+        let until = Instant::now() + Duration::from_secs(10);
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status.code().unwrap_or(-1);
+            }
+            assert!(Instant::now() < until, "the watcher ignored SIGTERM");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+}
+
+impl Drop for Watcher {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Waits (at most `limit`) until the include defines `web_v4` as `want`.
+fn wait_for_define(f: &Fixture, w: &Watcher, want: &str, limit: Duration) {
+    let ok = wait_until(limit, || {
+        f.output_text()
+            .is_some_and(|t| define(&t, "web_v4") == Some(want))
+    });
+    assert!(
+        ok.is_some(),
+        "web_v4 never became {want}; include:\n{:?}\nwatcher log:\n{}",
+        f.output_text(),
+        w.log()
+    );
+}
+
+/// Processes whose command line is exactly `sleep 100000` (what the hook leaves behind).
+fn leftover_sleeps() -> Vec<i32> {
+    fs::read_dir("/proc")
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .filter(|e| fs::read(e.path().join("cmdline")).is_ok_and(|c| c == b"sleep\x00100000\x00"))
+        .filter_map(|e| e.file_name().to_str()?.parse().ok())
+        .collect()
+}
+
+/// Kills what the hook left, should the test fail with leftovers.
+struct Sweeper;
+
+impl Drop for Sweeper {
+    fn drop(&mut self) {
+        for pid in leftover_sleeps() {
+            // SAFETY: a `sleep 100000`, which only this test starts.
+            unsafe { libc::kill(pid, libc::SIGKILL) };
+        }
+    }
+}
+
+/// A hook that leaves `sleep 100000 &` holding its output pipe, 100 applies under one watcher:
+/// every apply and every hook run happens, the watcher's threads and descriptors stay flat,
+/// and no sleep is left.
+#[test]
+fn what_a_hook_leaves_behind_dies_with_it_and_the_watcher_stays_flat() {
+    in_netns(|| {
+        let (_primary, _backup) = topology();
+        let _sweeper = Sweeper;
+        let f = Fixture::new();
+        let count = f.dir.path().join("hook-runs");
+        let script = format!("echo run >> {}; sleep 100000 & echo left", count.display());
+        f.write_config(&web_config(&format!(
+            r#", "on_change": {{"command": ["/bin/sh", "-c", {}]}}"#,
+            serde_json::to_string(&script).unwrap()
+        )));
+        f.write_main(&format!("  ip daddr $web_v4 tcp dport {PORT} accept"));
+        let w = Watcher::start(&f, "60s");
+        wait_for_define(&f, &w, PRIMARY, Duration::from_secs(20));
+        let hook_runs = || {
+            fs::read_to_string(&count)
+                .unwrap_or_default()
+                .lines()
+                .count()
+        };
+        // The first apply's hook has run once its count is written and the watcher is idle.
+        assert!(wait_until(Duration::from_secs(10), || hook_runs() == 1).is_some());
+        std::thread::sleep(Duration::from_millis(300));
+        let (threads, fds) = (w.threads(), w.fds());
+
+        for _ in 0..50 {
+            sh(&format!("ip addr del {PRIMARY}/32 dev d0"));
+            wait_for_define(&f, &w, BACKUP, Duration::from_secs(10));
+            sh(&format!("ip addr add {PRIMARY}/32 dev d0"));
+            wait_for_define(&f, &w, PRIMARY, Duration::from_secs(10));
+        }
+        assert!(
+            wait_until(Duration::from_secs(10), || hook_runs() == 101).is_some(),
+            "hook runs: {} of 101\n{}",
+            hook_runs(),
+            w.log()
+        );
+        std::thread::sleep(Duration::from_millis(300));
+        assert!(
+            w.threads() <= threads + 1,
+            "threads grew from {threads} to {}",
+            w.threads()
+        );
+        assert!(
+            w.fds() <= fds + 2,
+            "descriptors grew from {fds} to {}",
+            w.fds()
+        );
+        assert_eq!(
+            leftover_sleeps(),
+            Vec::<i32>::new(),
+            "the hook's background jobs survived it"
+        );
+        let log = w.log();
+        assert_eq!(log.matches("on_change: left").count(), 101, "{log}");
+        assert!(!log.contains("failed"), "{log}");
+        assert!(ruleset().contains(&format!("ip daddr {PRIMARY} tcp dport {PORT}")));
+        assert_eq!(w.stop(), 0);
+    });
+}
