@@ -184,11 +184,12 @@ pub enum Command {
     /// counts as down in that run without waiting for `fall` or a timeout. Takes the options of
     /// a run (before `watch`). Under systemd (nftables-failover-watch.service) it reports ready
     /// and feeds the watchdog. SIGTERM or SIGINT ends it with exit 0 once no apply is in
-    /// progress (an apply under way finishes or rolls back first).
+    /// progress (an apply under way finishes or rolls back first). SIGHUP (systemctl reload)
+    /// re-reads the config and runs at once.
     Watch(WatchArgs),
 }
 
-#[derive(Debug, Args)]
+#[derive(Debug, Clone, Args)]
 pub struct WatchArgs {
     /// How long to wait for the next run when the kernel reports nothing, e.g. 5s, 1.5
     /// (the timer's interval).

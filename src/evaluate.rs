@@ -4,7 +4,7 @@
 use crate::config::{Config, Family};
 use crate::model::{self, Choice, Health, Results, State};
 use crate::select::{self, Inputs};
-use crate::{links, netlink, probe, render};
+use crate::{links, netlink, probe, render, runtime, signals};
 use std::time::Duration;
 
 /// How much checking an evaluation does.
@@ -33,7 +33,6 @@ pub struct Evaluation {
 
 /// The checks of a run still in flight after its choices were made.
 pub struct Pending {
-    runtime: tokio::runtime::Runtime,
     checks: probe::Checks,
 }
 
@@ -49,8 +48,7 @@ impl Pending {
         state: &mut State,
         now: u64,
     ) -> Results {
-        let stop = || crate::signals::received().is_some();
-        let all = self.runtime.block_on(self.checks.rest(stop)).clone();
+        let all = runtime::block_on(self.checks.rest(signals::stopped())).clone();
         select::count_late(config, state, early, &all, now);
         all
     }
@@ -72,7 +70,7 @@ pub fn evaluate(
     let (results, pending) = match probe {
         Probe::No => (model::empty_results(config), None),
         Probe::UntilDecided => {
-            let (runtime, checks) = check(
+            let checks = check(
                 config,
                 timeout,
                 |v, f, o| inputs.decided(config, v, f, o, now),
@@ -80,10 +78,10 @@ pub fn evaluate(
             )?;
             let results = checks.results().clone();
             let complete = results.iter().flatten().flatten().all(Option::is_some);
-            (results, (!complete).then_some(Pending { runtime, checks }))
+            (results, (!complete).then_some(Pending { checks }))
         }
         Probe::All => {
-            let (_, checks) = check(config, timeout, |_, _, _| false, true)?;
+            let checks = check(config, timeout, |_, _, _| false, true)?;
             (checks.results().clone(), None)
         }
     };
@@ -99,31 +97,25 @@ pub fn evaluate(
     })
 }
 
-/// Starts every check on a runtime of its own and waits until `decided` (or, with `all`, for
-/// every answer); returns the runtime with the checks, for the rest to come in later.
+/// Starts every check on the process's runtime and waits until `decided` (or, with `all`, for
+/// every answer) or a stop signal; returns the checks, for the rest to come in later.
 fn check(
     config: &Config,
     timeout: Option<Duration>,
     decided: impl Fn(usize, Family, &[Option<Health>]) -> bool,
     all: bool,
-) -> std::io::Result<(tokio::runtime::Runtime, probe::Checks)> {
+) -> std::io::Result<probe::Checks> {
     let in_flight = probe::raise_fd_limit();
-    // One thread is plenty: the work is waiting on sockets, and it keeps the run cheap.
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?;
-    let stop = || crate::signals::received().is_some();
-    let checks = runtime.block_on(async {
+    runtime::block_on(async {
         let known = kernel_word(config).await;
         let mut checks = probe::start(config, timeout, in_flight, known)?;
         if all {
-            checks.rest(stop).await;
+            checks.rest(signals::stopped()).await;
         } else {
-            checks.until_decided(decided, stop).await;
+            checks.until_decided(decided, signals::stopped()).await;
         }
-        Ok::<_, std::io::Error>(checks)
-    })?;
-    Ok((runtime, checks))
+        Ok(checks)
+    })
 }
 
 /// The candidates the kernel rules out before any probe (see `links`); none if no path names

@@ -39,6 +39,7 @@ pub mod probe;
 pub mod publish;
 pub mod render;
 pub mod run;
+pub mod runtime;
 pub mod select;
 pub mod signals;
 pub mod standby;

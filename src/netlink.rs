@@ -15,7 +15,6 @@ use rtnetlink::{Handle, MulticastGroup};
 use std::collections::HashMap;
 use std::io;
 use std::net::IpAddr;
-use std::sync::mpsc::Sender;
 use std::time::Duration;
 
 /// A dump of a few hundred interfaces takes a millisecond; this only bounds a kernel that
@@ -113,35 +112,25 @@ impl Change {
     }
 }
 
-/// Listens on a thread of its own for link, address and route changes and sends each one that
-/// matters to `tx`: a link appearing, disappearing or changing its up, carrier or operational
-/// state (not its statistics or other attributes), any address added or removed, any route
-/// added or removed outside the local table. Returns once subscribed, or why it could not.
-/// If the kernel's buffer overflows (events lost), that is a change too. The thread ends when
-/// `send` returns false.
-pub fn monitor(send: impl FnMut(Change) -> bool + Send + 'static) -> io::Result<()> {
-    let (ready_tx, ready_rx) = std::sync::mpsc::channel();
-    std::thread::Builder::new()
-        .name("netlink".into())
-        .spawn(move || {
-            let runtime = match tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-            {
-                Ok(r) => r,
-                Err(e) => {
-                    let _ = ready_tx.send(Err(e));
-                    return;
-                }
-            };
-            runtime.block_on(listen(send, ready_tx));
-        })?;
-    ready_rx
-        .recv()
-        .unwrap_or_else(|_| Err(io::Error::other("the netlink thread ended")))
+/// The kernel's link, address and route changes, as [`Subscription::next`] reports them.
+pub struct Subscription<S> {
+    messages: S,
+    handle: Handle,
+    known: Known,
+    /// The netlink socket's task on the runtime; aborted with the subscription.
+    connection: tokio::task::JoinHandle<()>,
 }
 
-async fn listen(mut send: impl FnMut(Change) -> bool, ready: Sender<io::Result<()>>) {
+impl<S> Drop for Subscription<S> {
+    fn drop(&mut self) {
+        self.connection.abort();
+    }
+}
+
+/// Subscribes to link, address and route changes on the process's runtime; returns once
+/// subscribed (and the links are known), or why it could not.
+pub async fn subscribe()
+-> io::Result<Subscription<impl futures_util::Stream<Item = Message> + Unpin>> {
     let groups = [
         MulticastGroup::Link,
         MulticastGroup::Ipv4Ifaddr,
@@ -149,49 +138,61 @@ async fn listen(mut send: impl FnMut(Change) -> bool, ready: Sender<io::Result<(
         MulticastGroup::Ipv4Route,
         MulticastGroup::Ipv6Route,
     ];
-    let (connection, handle, mut messages) = match rtnetlink::new_multicast_connection(&groups) {
-        Ok(c) => c,
-        Err(e) => {
-            let _ = ready.send(Err(e));
-            return;
-        }
-    };
-    tokio::spawn(connection);
+    let (connection, handle, messages) = rtnetlink::new_multicast_connection(&groups)?;
+    let connection = tokio::spawn(connection);
     // The links as last seen, to tell a state change from a statistics update.
-    let mut known = match tokio::time::timeout(DUMP_LIMIT, dump(&handle)).await {
+    let known = match tokio::time::timeout(DUMP_LIMIT, dump(&handle)).await {
         Ok(Ok((view, names))) => Known { view, names },
         Ok(Err(e)) => {
-            let _ = ready.send(Err(io::Error::other(format!("rtnetlink dump: {e}"))));
-            return;
+            connection.abort();
+            return Err(io::Error::other(format!("rtnetlink dump: {e}")));
         }
         Err(_) => {
-            let _ = ready.send(Err(io::Error::other("rtnetlink dump: no answer")));
-            return;
+            connection.abort();
+            return Err(io::Error::other("rtnetlink dump: no answer"));
         }
     };
-    let _ = ready.send(Ok(()));
-    while let Some((message, _)) = messages.next().await {
-        let change = match message.payload {
-            NetlinkPayload::InnerMessage(msg) => known.change(msg),
-            NetlinkPayload::Overrun(_) => {
-                if let Ok(Ok((view, names))) = tokio::time::timeout(DUMP_LIMIT, dump(&handle)).await
-                {
-                    known = Known { view, names };
+    Ok(Subscription {
+        messages,
+        handle,
+        known,
+        connection,
+    })
+}
+
+type Message = (
+    rtnetlink::packet_core::NetlinkMessage<RouteNetlinkMessage>,
+    rtnetlink::sys::SocketAddr,
+);
+
+impl<S: futures_util::Stream<Item = Message> + Unpin> Subscription<S> {
+    /// The next change that matters: a link appearing, disappearing or changing its up,
+    /// carrier or operational state (not its statistics or other attributes), any address
+    /// added or removed, any route added or removed outside the local table. If the kernel's
+    /// buffer overflowed (events lost), that is a change too. `ended` once the socket closed.
+    pub async fn next(&mut self) -> Change {
+        while let Some((message, _)) = self.messages.next().await {
+            let change = match message.payload {
+                NetlinkPayload::InnerMessage(msg) => self.known.change(msg),
+                NetlinkPayload::Overrun(_) => {
+                    if let Ok(Ok((view, names))) =
+                        tokio::time::timeout(DUMP_LIMIT, dump(&self.handle)).await
+                    {
+                        self.known = Known { view, names };
+                    }
+                    Some("events lost (netlink buffer overrun)".to_string())
                 }
-                Some("events lost (netlink buffer overrun)".to_string())
+                _ => None,
+            };
+            if let Some(what) = change {
+                return Change::seen(what);
             }
-            _ => None,
-        };
-        if let Some(what) = change
-            && !send(Change::seen(what))
-        {
-            return;
+        }
+        Change {
+            what: "the netlink socket closed".into(),
+            ended: true,
         }
     }
-    send(Change {
-        what: "the netlink socket closed".into(),
-        ended: true,
-    });
 }
 
 struct Known {

@@ -61,25 +61,43 @@ pub fn installed() -> bool {
     INSTALLED.load(Ordering::Relaxed)
 }
 
-/// Blocks until SIGTERM or SIGINT has been received (for a thread that turns the signal into
-/// a message to a loop waiting on a channel). Returns at once without [`install`].
-pub fn wait() {
-    let fd = WAKE[0].load(Ordering::SeqCst);
-    while received().is_none() && fd >= 0 {
-        let mut poll = libc::pollfd {
-            fd,
-            events: libc::POLLIN,
-            revents: 0,
-        };
-        // SAFETY: one pollfd, owned by this frame. EINTR and spurious wake-ups just loop.
-        unsafe { libc::poll(&mut poll, 1, -1) };
-    }
-}
-
 /// The read end of the self-pipe that becomes readable when a stop signal arrives (and stays
 /// so), for a `poll(2)` that must wake on one; `None` without [`install`].
 pub fn wake_fd() -> Option<i32> {
     Some(WAKE[0].load(Ordering::SeqCst)).filter(|&fd| fd >= 0)
+}
+
+/// Resolves once SIGTERM or SIGINT has been received; never without [`install`] (the signal
+/// then ends the process anyway). Waits on the self-pipe through the runtime, so nothing polls.
+pub async fn stopped() {
+    if received().is_some() {
+        return;
+    }
+    // A duplicate of the read end: epoll registers a descriptor once, and several waits
+    // (the watcher's loop, a run's checks) may be under way at the same time.
+    let Some(fd) = wake_fd().and_then(|fd| {
+        // SAFETY: fd is the pipe's read end, open for the rest of the process.
+        unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) }
+            .try_clone_to_owned()
+            .ok()
+    }) else {
+        return std::future::pending().await;
+    };
+    // SAFETY: an OwnedFd stays open, and the same descriptor, for as long as the AsyncFd owns it.
+    let registered = unsafe {
+        tokio::io::unix::AsyncFd::register_with_interest(fd, tokio::io::Interest::READABLE)
+    };
+    let Ok(fd) = registered else {
+        return std::future::pending().await;
+    };
+    // The pipe is never drained: once a signal wrote to it, it stays readable.
+    while received().is_none() {
+        match fd.readable().await {
+            Ok(mut guard) if received().is_none() => guard.clear_ready(),
+            Ok(_) => {}
+            Err(_) => return std::future::pending().await,
+        }
+    }
 }
 
 /// The first SIGTERM or SIGINT received since [`install`], if any.

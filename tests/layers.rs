@@ -25,6 +25,7 @@ const FLOORS: &[(&str, u8, &str)] = &[
     ("command", 2, "effect primitives"),
     ("signals", 2, "effect primitives"),
     ("clock", 2, "effect primitives"),
+    ("runtime", 2, "effect primitives"),
     ("probe", 3, "effects of one feature"),
     ("apply", 3, "effects of one feature"),
     ("state", 3, "effects of one feature"),
@@ -421,4 +422,16 @@ fn only_the_child_runner_starts_processes() {
     // The check itself: a planted spawn in another module is found.
     let planted = without_tests("fn f() { std::process::Command::new(\"x\"); }\n");
     assert!(SPAWNERS.iter().any(|n| planted.contains(n)));
+}
+
+/// One runtime: the entry point builds it with `runtime::build`, and everything async (probes,
+/// netlink, MQTT, `watch`) runs on it.
+#[test]
+fn one_place_builds_the_runtime() {
+    let found = uses(&["runtime::Builder", "Runtime::new", "tokio::main"]);
+    assert_eq!(
+        found,
+        ["runtime.rs: runtime::Builder"],
+        "runtimes built elsewhere"
+    );
 }

@@ -265,6 +265,7 @@ fn the_watch_unit_is_the_service_with_a_loop() {
             "Type=notify",
             "NotifyAccess=main",
             "ExecStart=/usr/bin/nftables-failover watch",
+            "ExecReload=/bin/kill -HUP $MAINPID",
             "WatchdogSec=10s",
             "Restart=on-failure",
             // Both name /run/nftables-failover; neither may remove it when it stops.

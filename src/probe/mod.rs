@@ -13,6 +13,7 @@ pub mod tcp;
 use crate::config::check::{Method, ProbePath};
 use crate::config::{Config, Family};
 use crate::model::{self, DownReason, Health, Results};
+use std::future::Future;
 use std::io::{self, ErrorKind};
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -20,8 +21,6 @@ use std::time::{Duration, Instant};
 use tokio::sync::{Semaphore, mpsc};
 use tokio::task::JoinSet;
 
-/// How often a wait for answers looks for a stop signal.
-const STOP_TICK: Duration = Duration::from_millis(50);
 /// File descriptors kept free for everything that is not a probe socket.
 const FD_RESERVE: u64 = 64;
 /// More sockets in flight than this gains nothing and only costs kernel memory.
@@ -224,12 +223,13 @@ impl Checks {
     }
 
     /// Waits until `decided(variable, family, results so far)` holds for every variable and
-    /// family, every check has answered, or `stop()` says so (a stop signal).
+    /// family, every check has answered, or `stop` resolves (a stop signal).
     pub async fn until_decided(
         &mut self,
         decided: impl Fn(usize, Family, &[Option<Health>]) -> bool,
-        stop: impl Fn() -> bool,
+        stop: impl Future<Output = ()>,
     ) {
+        let mut stop = std::pin::pin!(stop);
         let mut done: Vec<[bool; 2]> = self
             .results
             .iter()
@@ -243,11 +243,12 @@ impl Checks {
         // candidates linear: the more time deciding takes, the more results the next batch holds.
         let mut touched: Vec<(usize, Family)> = Vec::new();
         while undecided > 0 {
-            let (job, health) = match tokio::time::timeout(STOP_TICK, self.rx.recv()).await {
-                Ok(Some(answer)) => answer,
-                Ok(None) => return,
-                Err(_) if stop() => return,
-                Err(_) => continue,
+            let (job, health) = tokio::select! {
+                answer = self.rx.recv() => match answer {
+                    Some(answer) => answer,
+                    None => return,
+                },
+                () = &mut stop => return,
             };
             let mut next = Some((job, health));
             while let Some((job, health)) = next {
@@ -269,20 +270,20 @@ impl Checks {
         }
     }
 
-    /// Waits for every check still in flight (each ends at its own timeout), or until `stop()`
-    /// says so (a stop signal); returns the results, complete unless stopped. The checks are
+    /// Waits for every check still in flight (each ends at its own timeout), or until `stop`
+    /// resolves (a stop signal); returns the results, complete unless stopped. The checks are
     /// the ones started with the run, so this never takes longer than one timeout from then.
-    pub async fn rest(&mut self, stop: impl Fn() -> bool) -> &Results {
+    pub async fn rest(&mut self, stop: impl Future<Output = ()>) -> &Results {
+        let mut stop = std::pin::pin!(stop);
         loop {
-            if stop() {
-                break;
-            }
-            match tokio::time::timeout(STOP_TICK, self.rx.recv()).await {
-                Ok(Some((job, health))) => {
-                    self.take(job, health);
-                }
-                Ok(None) => break,
-                Err(_) => {}
+            tokio::select! {
+                answer = self.rx.recv() => match answer {
+                    Some((job, health)) => {
+                        self.take(job, health);
+                    }
+                    None => break,
+                },
+                () = &mut stop => break,
             }
         }
         self.tasks.abort_all();
@@ -300,7 +301,7 @@ pub async fn check_all(
     decided: impl Fn(usize, Family, &[Option<Health>]) -> bool,
 ) -> io::Result<Results> {
     let mut checks = start(config, timeout, max_in_flight, model::empty_results(config))?;
-    checks.until_decided(decided, || false).await;
+    checks.until_decided(decided, std::future::pending()).await;
     Ok(checks.results)
 }
 

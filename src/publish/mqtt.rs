@@ -318,10 +318,7 @@ pub fn publish(m: &Mqtt, node: &Node, messages: &[Message]) -> anyhow::Result<()
             tls_config(ca)?,
         ))));
     }
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?;
-    let result = runtime.block_on(async {
+    crate::runtime::block_on(async {
         tokio::time::timeout(m.timeout, session(options, messages))
             .await
             .unwrap_or_else(|_| {
@@ -330,10 +327,7 @@ pub fn publish(m: &Mqtt, node: &Node, messages: &[Message]) -> anyhow::Result<()
                     m.timeout.as_millis()
                 ))
             })
-    });
-    // Do not wait for a name lookup still running on a blocking thread.
-    runtime.shutdown_background();
-    result
+    })
 }
 
 async fn session(options: MqttOptions, messages: &[Message]) -> anyhow::Result<()> {

@@ -25,6 +25,8 @@ pub struct Pace {
     first_change: Option<Instant>,
     last_change: Option<Instant>,
     changes: usize,
+    /// The admin asked for a run (SIGHUP): it starts as soon as no run is under way.
+    asked: bool,
 }
 
 /// Why a run starts.
@@ -34,6 +36,8 @@ pub enum Cause {
     Interval,
     /// This many changes reported by the kernel.
     Changes(usize),
+    /// The admin asked for it (SIGHUP).
+    Asked,
 }
 
 impl Pace {
@@ -46,7 +50,13 @@ impl Pace {
             first_change: None,
             last_change: None,
             changes: 0,
+            asked: false,
         }
+    }
+
+    /// The admin asked for a run now (SIGHUP).
+    pub fn ask(&mut self) {
+        self.asked = true;
     }
 
     /// A change reported by the kernel at `at`.
@@ -59,6 +69,9 @@ impl Pace {
     /// When the next run is due; `None` for at once (no run yet).
     pub fn due(&self) -> Option<Instant> {
         let end = self.last_end?;
+        if self.asked {
+            return Some(end);
+        }
         let by_interval = end + self.interval;
         let by_change = self.first_change.map(|first| {
             let last = self.last_change.unwrap_or(first);
@@ -73,10 +86,12 @@ impl Pace {
 
     /// A run starts at `at`: every change so far is covered by it.
     pub fn start(&mut self, at: Instant) -> Cause {
-        let cause = match self.changes {
-            0 => Cause::Interval,
-            n => Cause::Changes(n),
+        let cause = match (self.changes, self.asked) {
+            (0, true) => Cause::Asked,
+            (0, false) => Cause::Interval,
+            (n, _) => Cause::Changes(n),
         };
+        self.asked = false;
         self.last_start = Some(at);
         self.first_change = None;
         self.last_change = None;
@@ -154,6 +169,19 @@ mod tests {
         assert_eq!(runs.len(), 3, "{runs:?}");
         assert_eq!(runs[2].1, Cause::Changes(1));
         assert!(runs[2].0 >= 5110, "{runs:?}");
+    }
+
+    #[test]
+    fn a_run_asked_for_starts_once_the_last_one_ended() {
+        let t0 = Instant::now();
+        let mut pace = Pace::new(Duration::from_secs(60));
+        pace.start(t0);
+        pace.end(t0 + MS * 100);
+        pace.ask();
+        assert_eq!(pace.due(), Some(t0 + MS * 100));
+        assert_eq!(pace.start(t0 + MS * 120), Cause::Asked);
+        pace.end(t0 + MS * 150);
+        assert_eq!(pace.due(), Some(t0 + MS * 150 + Duration::from_secs(60)));
     }
 
     proptest! {
