@@ -86,24 +86,45 @@ pub struct Cli {
     pub state: PathBuf,
 
     /// Directory of addon includes (*.nft) checked together with the new include.
-    #[arg(long, value_name = "DIR", default_value = "/etc/nftables.d/addons")]
+    #[arg(
+        long,
+        global = true,
+        value_name = "DIR",
+        default_value = "/etc/nftables.d/addons"
+    )]
     pub addon_dir: PathBuf,
 
     /// Directory of main-config parts (*.nft) checked together with the new include.
-    #[arg(long, value_name = "DIR", default_value = "/etc/nftables.d")]
+    #[arg(
+        long,
+        global = true,
+        value_name = "DIR",
+        default_value = "/etc/nftables.d"
+    )]
     pub base_dir: PathBuf,
 
     /// The main nftables config, checked with `nft -c -f` after the include is replaced.
-    #[arg(long, value_name = "FILE", default_value = "/etc/nftables.conf")]
+    #[arg(
+        long,
+        global = true,
+        value_name = "FILE",
+        default_value = "/etc/nftables.conf"
+    )]
     pub main_config: PathBuf,
 
     /// The nft binary (absolute path; that is what sudoers rules name).
-    #[arg(long, value_name = "PATH", default_value = "/usr/sbin/nft")]
+    #[arg(
+        long,
+        global = true,
+        value_name = "PATH",
+        default_value = "/usr/sbin/nft"
+    )]
     pub nft: PathBuf,
 
     /// Command that reloads nftables, split on whitespace and run without a shell.
     #[arg(
         long,
+        global = true,
         value_name = "COMMAND",
         default_value = "systemctl reload nftables.service"
     )]
@@ -113,6 +134,7 @@ pub struct Cli {
     /// private temporary directory). Must be owned by this user and writable by no one else.
     #[arg(
         long,
+        global = true,
         value_name = "DIR",
         env = "RUNTIME_DIRECTORY",
         hide_env_values = true
@@ -126,12 +148,12 @@ pub struct Cli {
     /// How long each nft check and the reload may run before it is killed and the apply rolled
     /// back, e.g. 15s, 500ms. The default leaves big rulesets room and keeps a whole run within
     /// the service's 60 s start timeout.
-    #[arg(long, value_name = "DURATION", default_value = "15s", value_parser = parse_duration)]
+    #[arg(long, global = true, value_name = "DURATION", default_value = "15s", value_parser = parse_duration)]
     pub command_timeout: Duration,
 
     /// Check and render, print the would-be include and whether it differs; write nothing,
     /// run no nft and no reload.
-    #[arg(long)]
+    #[arg(long, global = true)]
     pub dry_run: bool,
 
     /// Print only warnings and errors.
@@ -182,8 +204,8 @@ pub enum Command {
     /// so the timer may stay enabled as a safety net. A candidate whose path interface has lost
     /// its carrier, is down or is gone, or whose path source address is no longer on the host,
     /// counts as down in that run without waiting for `fall` or a timeout. Takes the options of
-    /// a run (before `watch`). Under systemd (nftables-failover-watch.service) it reports ready
-    /// and feeds the watchdog. SIGTERM or SIGINT ends it with exit 0 once no apply is in
+    /// a run (before or after `watch`). Under systemd (nftables-failover-watch.service) it
+    /// reports ready and feeds the watchdog. SIGTERM or SIGINT ends it with exit 0 once no apply is in
     /// progress (an apply under way finishes or rolls back first). SIGHUP (systemctl reload)
     /// re-reads the config and runs at once.
     Watch(WatchArgs),
@@ -254,6 +276,49 @@ mod tests {
     fn command_timeout_default_is_the_documented_one() {
         let cli = Cli::try_parse_from(["nftables-failover"]).unwrap();
         assert_eq!(cli.command_timeout, crate::command::DEFAULT_TIMEOUT);
+    }
+
+    /// Every option of a run goes before or after the subcommand alike.
+    #[test]
+    fn run_options_are_taken_after_every_subcommand() {
+        for sub in [
+            &["watch"][..],
+            &["status"],
+            &["check-config"],
+            &["drain", "web", "10.0.0.1"],
+        ] {
+            let args = [
+                "--addon-dir",
+                "/a",
+                "--base-dir",
+                "/b",
+                "--main-config",
+                "/m",
+                "--nft",
+                "/n",
+                "--reload-command",
+                "true",
+                "--stage-dir",
+                "/s",
+                "--command-timeout",
+                "3s",
+                "--config",
+                "/c",
+                "--timeout",
+                "1s",
+            ];
+            let line: Vec<&str> = ["nftables-failover"]
+                .iter()
+                .chain(sub)
+                .chain(&args)
+                .copied()
+                .collect();
+            let cli = Cli::try_parse_from(&line).unwrap_or_else(|e| panic!("{line:?}: {e}"));
+            assert_eq!(cli.addon_dir, PathBuf::from("/a"));
+            assert_eq!(cli.main_config, PathBuf::from("/m"));
+            assert_eq!(cli.stage_dir, Some(PathBuf::from("/s")));
+            assert_eq!(cli.command_timeout, Duration::from_secs(3));
+        }
     }
 
     #[test]
