@@ -140,10 +140,7 @@ fn change(cli: &Cli, args: &DrainArgs, drain: bool) -> Result<String, (u8, Strin
 /// A state file that root created goes to the owner of its directory (the service user), so
 /// that the service can still read and rewrite it.
 fn hand_to_directory_owner(path: &Path) {
-    let dir = path
-        .parent()
-        .filter(|d| !d.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
+    let dir = crate::files::dir_of(path);
     if let Ok(meta) = std::fs::metadata(dir) {
         let _ = std::os::unix::fs::lchown(path, Some(meta.uid()), Some(meta.gid()));
     }

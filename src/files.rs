@@ -172,10 +172,7 @@ pub fn write_atomically_with_mode(
     durable: bool,
     new_mode: u32,
 ) -> Result<()> {
-    let dir = match path.parent() {
-        Some(d) if !d.as_os_str().is_empty() => d,
-        _ => Path::new("."),
-    };
+    let dir = dir_of(path);
     let name = path.file_name().context("no file name")?.to_string_lossy();
     // lstat: the mode and owner to keep are the file's own, never a link target's.
     let existing = match fs::symlink_metadata(path) {
@@ -240,10 +237,7 @@ fn keep_owner(file: &File, old: &fs::Metadata, path: &Path) {
 /// killed (`.NAME.XXXXXX.tmp` beside it). Only regular files are removed; links and anything
 /// else are left alone. Call it under the lock, so that no other run is writing one.
 pub fn remove_stale_temps(target: &Path) {
-    let dir = match target.parent() {
-        Some(d) if !d.as_os_str().is_empty() => d,
-        _ => Path::new("."),
-    };
+    let dir = dir_of(target);
     let Some(name) = target.file_name().and_then(|n| n.to_str()) else {
         return;
     };
@@ -277,8 +271,15 @@ pub fn remove_stale_temps(target: &Path) {
 }
 
 /// The lock file of an include: `.NAME.lock` beside it.
+/// The directory a file is in: its parent, or `.` for a bare file name.
+pub fn dir_of(path: &Path) -> &Path {
+    path.parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."))
+}
+
 pub fn lock_path(output: &Path) -> PathBuf {
-    let dir = output.parent().unwrap_or(Path::new("."));
+    let dir = dir_of(output);
     let name = output.file_name().unwrap_or_default().to_string_lossy();
     dir.join(format!(".{name}.lock"))
 }
@@ -355,10 +356,7 @@ fn open_lock(path: &Path) -> Result<File> {
     }
     // SAFETY: geteuid has no preconditions.
     let euid = unsafe { libc::geteuid() };
-    let dir = path.parent().filter(|d| !d.as_os_str().is_empty());
-    let dir_gid = fs::metadata(dir.unwrap_or(Path::new(".")))
-        .map(|d| d.gid())
-        .ok();
+    let dir_gid = fs::metadata(dir_of(path)).map(|d| d.gid()).ok();
     if !created && meta.uid() != 0 && meta.uid() != euid && Some(meta.gid()) != dir_gid {
         return Err(refuse(format!(
             "it belongs to uid {} and group {}, neither this user, root nor the directory's group",

@@ -31,7 +31,7 @@ pub fn verdicts(config: &Config, view: &LinkView) -> Results {
             continue;
         };
         for family in Family::ALL {
-            let outcomes = &mut results[vi][family as usize];
+            let outcomes = &mut results[vi][family];
             for (i, slot) in outcomes.iter_mut().enumerate() {
                 if let Some(why) = paths.get(i).and_then(|p| verdict(p, family, view)) {
                     *slot = Some(Health::Down(DownReason::Kernel(why)));
@@ -175,7 +175,7 @@ mod tests {
         let v = view(&[("isp2", UP)], &[]);
         let r = verdicts(&config, &v);
         assert_eq!(
-            r[0][0],
+            r[0][Family::V4],
             vec![
                 Some(Health::Down(DownReason::Kernel(
                     "interface isp1 gone".into()
@@ -184,7 +184,7 @@ mod tests {
                 None
             ]
         );
-        assert_eq!(r[1][0], vec![None]);
+        assert_eq!(r[1][Family::V4], vec![None]);
         let plain = parse(r#"{"failover": {"web": {"ip4": ["127.0.0.1"], "port": 80}}}"#);
         assert!(!needed(&plain.unwrap()));
     }

@@ -4,7 +4,7 @@
 //! No logic beyond small accessors and formatting, and no effects: every other module may
 //! import this one, and it imports only the config's types.
 
-use crate::config::{AllDown, Config, Family};
+use crate::config::{AllDown, Config, Family, PerFamily};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
@@ -90,13 +90,13 @@ impl fmt::Display for Health {
 pub type Outcomes = Vec<Option<Health>>;
 
 /// Check results for a whole config: `[variable][family]`.
-pub type Results = Vec<[Outcomes; 2]>;
+pub type Results = Vec<PerFamily<Outcomes>>;
 
 pub fn empty_results(config: &Config) -> Results {
     config
         .variables
         .iter()
-        .map(|v| Family::ALL.map(|f| vec![None; v.addrs(f).len()]))
+        .map(|v| PerFamily::from_fn(|f| vec![None; v.addrs(f).len()]))
         .collect()
 }
 
@@ -119,6 +119,13 @@ pub struct Choice {
     /// Why the kernel ruled out the preferred candidate in this run, if it did ("carrier lost
     /// on wan1"): a failover then says so instead of counting checks.
     pub preferred_gone: Option<String>,
+}
+
+impl Choice {
+    /// The define this choice renders: `NAME_v4`, `NAME_v6`.
+    pub fn define(&self, config: &Config) -> String {
+        config.variables[self.variable].define(self.family)
+    }
 }
 
 impl Choice {
@@ -317,4 +324,38 @@ pub struct Published {
     pub digest: String,
     /// Every retained topic published, to clear those whose define or candidate is gone.
     pub topics: Vec<String>,
+}
+
+/// A status in the monitoring-plugin convention. Ordered worst last, so the worst of several
+/// is their `max`: OK < WARNING < UNKNOWN < CRITICAL.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "UPPERCASE")]
+pub enum Level {
+    Ok,
+    Warning,
+    Unknown,
+    Critical,
+}
+
+impl Level {
+    /// The plugin's exit code: 0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN.
+    pub fn exit_code(self) -> u8 {
+        match self {
+            Level::Ok => 0,
+            Level::Warning => 1,
+            Level::Critical => 2,
+            Level::Unknown => 3,
+        }
+    }
+}
+
+impl fmt::Display for Level {
+    fn fmt(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str(match self {
+            Level::Ok => "OK",
+            Level::Warning => "WARNING",
+            Level::Unknown => "UNKNOWN",
+            Level::Critical => "CRITICAL",
+        })
+    }
 }

@@ -318,7 +318,7 @@ fn state_writable(cli: &Cli) -> bool {
             log::error(&format!(
                 "cannot write the state in {}: {e:#}; deciding from this run's checks alone \
                  (no counters, preempt_delay_s never elapses) until it is writable again",
-                cli.state.parent().unwrap_or(&cli.state).display()
+                files::dir_of(&cli.state).display()
             ));
             false
         }
@@ -359,9 +359,9 @@ fn dry_run(cli: &Cli, text: &str, need: apply::Need) -> u8 {
 fn log_results(config: &Config, eval: &Evaluation, previous: &State) {
     for c in &eval.choices {
         let name = &config.variables[c.variable].name;
-        let define = format!("{name}_{}", c.family.suffix());
+        let define = c.define(config);
         if log::enabled(log::Level::Debug) {
-            let outcomes = &eval.results[c.variable][c.family as usize];
+            let outcomes = &eval.results[c.variable][c.family];
             for (i, o) in outcomes.iter().enumerate() {
                 let state = o
                     .as_ref()
@@ -393,17 +393,10 @@ fn log_late(config: &Config, choices: &[Choice], early: &Results, all: &Results)
         return;
     }
     for c in choices {
-        let (early, all) = (
-            &early[c.variable][c.family as usize],
-            &all[c.variable][c.family as usize],
-        );
+        let (early, all) = (&early[c.variable][c.family], &all[c.variable][c.family]);
         for (i, h) in all.iter().enumerate() {
             if let (None, Some(h)) = (&early[i], h) {
-                let define = format!(
-                    "{}_{}",
-                    config.variables[c.variable].name,
-                    c.family.suffix()
-                );
+                let define = c.define(config);
                 log::debug(&format!(
                     "{define}: {} {h} (after the choice)",
                     candidate(config, c, i)
@@ -429,7 +422,7 @@ fn clean_up_conntrack(runner: &Runner, config: &Config, choices: &[Choice], stat
         let Some(filter) = conntrack::filter(var, c, false) else {
             continue;
         };
-        let define = format!("{}_{}", var.name, c.family.suffix());
+        let define = var.define(c.family);
         if old_up {
             log::info(&format!(
                 "{define}: conntrack clean-up skipped: the old choice is up, its connections work"
@@ -448,16 +441,12 @@ fn clean_up_conntrack(runner: &Runner, config: &Config, choices: &[Choice], stat
 /// One line per changed define: `NAME_v4: OLD -> NEW (why the preferred candidate lost)`.
 fn log_changes(config: &Config, results: &Results, choices: &[Choice]) {
     for c in choices {
-        let define = format!(
-            "{}_{}",
-            config.variables[c.variable].name,
-            c.family.suffix()
-        );
+        let define = c.define(config);
         let before = c.effective.as_deref().unwrap_or("(none)");
         if before == c.rendered {
             continue;
         }
-        let outcomes = &results[c.variable][c.family as usize];
+        let outcomes = &results[c.variable][c.family];
         // The candidates ahead of the pick that were seen down this run.
         let ahead = if c.all_down() {
             outcomes.len()

@@ -1,7 +1,7 @@
 //! Picking a candidate per variable and family from check results and history.
 //! Pure: no I/O, and the time comes in as a parameter.
 
-use crate::config::{Config, Family, Variable};
+use crate::config::{Config, Family, PerFamily, Variable};
 use crate::model::{
     self, CandidateState, Choice, Counted, DownReason, FamilyState, Health, LastCheck, Results,
     State, VariableState,
@@ -15,10 +15,10 @@ use std::net::IpAddr;
 /// counters carried over and the candidate in effect. Built once per run, used both to tell
 /// when the checks may stop and to decide, so the two cannot disagree.
 pub struct Inputs<'a> {
-    families: Vec<[FamilyInputs<'a>; 2]>,
+    families: Vec<PerFamily<FamilyInputs<'a>>>,
     fingerprints: Vec<String>,
     /// Per variable and family, how far `decided` has seen the results in: see [`Progress`].
-    progress: RefCell<Vec<[Progress; 2]>>,
+    progress: RefCell<Vec<PerFamily<Progress>>>,
     /// The drained candidates of the previous state that this config still has.
     drained: BTreeMap<String, BTreeSet<IpAddr>>,
 }
@@ -73,8 +73,8 @@ impl<'a> Inputs<'a> {
                 .filter(|a| var.ip4.contains(a) || var.ip6.contains(a))
                 .copied()
                 .collect();
-            families.push(Family::ALL.map(|family| {
-                let define = format!("{}_{}", var.name, family.suffix());
+            families.push(PerFamily::from_fn(|family| {
+                let define = var.define(family);
                 let mut inputs = family_inputs(
                     var,
                     family,
@@ -90,7 +90,7 @@ impl<'a> Inputs<'a> {
             }
             fingerprints.push(fingerprint);
         }
-        let progress = RefCell::new(vec![[Progress::default(); 2]; families.len()]);
+        let progress = RefCell::new(vec![PerFamily::<Progress>::default(); families.len()]);
         Inputs {
             families,
             fingerprints,
@@ -113,12 +113,12 @@ impl<'a> Inputs<'a> {
         outcomes: &[Option<Health>],
         now: u64,
     ) -> bool {
-        let fam = &self.families[variable][family as usize];
+        let fam = &self.families[variable][family];
         if fam.prev.is_empty() {
             return true;
         }
         let mut progress = self.progress.borrow_mut();
-        let p = &mut progress[variable][family as usize];
+        let p = &mut progress[variable][family];
         // Outcomes only fill in during a run; if a caller starts over, so does the progress.
         if p.answered > outcomes.len() || (p.answered > 0 && outcomes[p.answered - 1].is_none()) {
             *p = Progress::default();
@@ -266,9 +266,8 @@ pub fn decide(
             ..VariableState::default()
         };
         for family in Family::ALL {
-            let fam = &inputs.families[vi][family as usize];
-            let (choice, fam_state) =
-                decide_family(var, family, &results[vi][family as usize], fam, now);
+            let fam = &inputs.families[vi][family];
+            let (choice, fam_state) = decide_family(var, family, &results[vi][family], fam, now);
             choices.push(Choice {
                 variable: vi,
                 ..choice
@@ -388,7 +387,7 @@ pub fn count_late(config: &Config, state: &mut State, early: &Results, late: &Re
         };
         for family in Family::ALL {
             let fam = vs.family_mut(family);
-            let (early, late) = (&early[vi][family as usize], &late[vi][family as usize]);
+            let (early, late) = (&early[vi][family], &late[vi][family]);
             for (i, c) in fam.candidates.iter_mut().enumerate() {
                 if let (Some(None), Some(Some(h))) = (early.get(i), late.get(i)) {
                     let p = &var.policy;
@@ -568,8 +567,8 @@ mod tests {
         )
         .unwrap();
         let results = vec![
-            [vec![down(), up()], vec![down(), down()]],
-            [vec![down(), up()], vec![]],
+            PerFamily::new(vec![down(), up()], vec![down(), down()]),
+            PerFamily::new(vec![down(), up()], vec![]),
         ];
         assert_eq!(
             decide_all(&config, &results),
@@ -590,7 +589,7 @@ mod tests {
     fn step(config: &Config, state: &State, live: &str, v4: Outcomes, now: u64) -> (String, State) {
         let defines = crate::render::parse_defines(live);
         let inputs = Inputs::new(config, state, &defines);
-        let (choices, state) = decide(config, &vec![[v4, vec![]]], &inputs, now);
+        let (choices, state) = decide(config, &vec![PerFamily::new(v4, vec![])], &inputs, now);
         (crate::render::include(config, &choices), state)
     }
 
@@ -619,7 +618,10 @@ mod tests {
                       "all_down": "fallback", "fallback": 666}
             }}"#,
         );
-        let results = vec![[vec![down()], vec![down()]], [vec![down()], vec![]]];
+        let results = vec![
+            PerFamily::new(vec![down()], vec![down()]),
+            PerFamily::new(vec![down()], vec![]),
+        ];
         let empty = State::default();
         let inputs = Inputs::new(&config, &empty, &HashMap::<&str, &str>::new());
         let (choices, _) = decide(&config, &results, &inputs, 0);

@@ -90,10 +90,7 @@ pub fn load_or_empty(path: &Path) -> State {
 /// and a file can be created in it. Checked before the old state is used, because a state that
 /// cannot be rewritten goes stale and would freeze every counter.
 pub fn writable(path: &Path) -> anyhow::Result<()> {
-    let dir = match path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        Some(d) => d,
-        None => Path::new("."),
-    };
+    let dir = crate::files::dir_of(path);
     if let Ok(m) = std::fs::symlink_metadata(dir)
         && !m.is_dir()
     {
@@ -131,9 +128,7 @@ pub fn discard(path: &Path) {
 /// Writes the state atomically (temp file + rename), creating its directory if missing.
 /// Not fsynced: it is rewritten every run, and losing it in a crash only loses history.
 pub fn save(path: &Path, state: &State) -> anyhow::Result<()> {
-    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::create_dir_all(dir)?;
-    }
+    std::fs::create_dir_all(crate::files::dir_of(path))?;
     // Compact: it is rewritten every run, and `status` is the human-readable view.
     let mut text = serde_json::to_vec(state)?;
     text.push(b'\n');

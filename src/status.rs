@@ -7,15 +7,10 @@ use crate::clock::unix_now;
 use crate::config::Config;
 use crate::describe::{candidate, reason_text};
 use crate::evaluate;
-use crate::model::{ApplyOutcome, Choice, FamilyState, State};
+use crate::model::{ApplyOutcome, Choice, FamilyState, Level, State};
 use crate::standby;
 use crate::state::{self, LoadProblem};
 use serde::Serialize;
-
-pub const OK: u8 = 0;
-pub const WARNING: u8 = 1;
-pub const CRITICAL: u8 = 2;
-pub const UNKNOWN: u8 = 3;
 
 /// A result older than this describes no longer the present: a few timer runs (5 s apart by
 /// default) have missed it. `status` shows such a candidate as `stale`, not as up or down.
@@ -25,7 +20,7 @@ pub const STALE_AFTER_S: u64 = 60;
 #[derive(Debug, Serialize)]
 pub struct Report {
     /// "OK", "WARNING", "CRITICAL" or "UNKNOWN".
-    pub status: &'static str,
+    pub status: Level,
     pub exit_code: u8,
     pub summary: String,
     /// Whether fresh checks were run for this report (`--check`).
@@ -41,7 +36,7 @@ pub struct DefineReport {
     pub variable: String,
     pub family: &'static str,
     /// Judged on what is in effect (`rendered`), not on what the next run would do.
-    pub status: &'static str,
+    pub status: Level,
     /// The define's value in the include in effect (what nftables was last loaded with);
     /// null if none is in effect yet.
     pub rendered: Option<String>,
@@ -83,8 +78,8 @@ pub fn main(cli: &Cli, args: &StatusArgs) -> u8 {
     let report = match build(cli, args) {
         Ok(r) => r,
         Err(why) => Report {
-            status: "UNKNOWN",
-            exit_code: UNKNOWN,
+            status: Level::Unknown,
+            exit_code: Level::Unknown.exit_code(),
             summary: why,
             checked_now: false,
             last_apply: None,
@@ -157,7 +152,7 @@ fn judge(
     c: &Choice,
     fam: Option<&FamilyState>,
     drained: &dyn Fn(usize) -> bool,
-) -> (&'static str, String) {
+) -> (Level, String) {
     let var = &config.variables[c.variable];
     let endpoint = |i: usize| candidate(config, c, i);
     let counted = |i: usize| {
@@ -165,26 +160,30 @@ fn judge(
             .and_then(|s| s.counted)
     };
     let (status, now) = match (&c.effective, c.effective_index) {
-        (None, _) => ("UNKNOWN", "not applied yet".to_string()),
+        (None, _) => (Level::Unknown, "not applied yet".to_string()),
         (Some(_), Some(i)) => match counted(i) {
-            None => ("UNKNOWN", format!("{} never checked", endpoint(i))),
+            None => (Level::Unknown, format!("{} never checked", endpoint(i))),
             Some(k) if !k.up => (
-                "CRITICAL",
+                Level::Critical,
                 format!("traffic goes to {}, which is down", endpoint(i)),
             ),
-            Some(_) if i == 0 => ("OK", "preferred candidate up".to_string()),
+            Some(_) if i == 0 => (Level::Ok, "preferred candidate up".to_string()),
             Some(_) => (
-                "WARNING",
+                Level::Warning,
                 format!(
                     "on a lower-priority candidate ({} is preferred)",
                     endpoint(0)
                 ),
             ),
         },
-        (Some(e), None) if var.fallback(c.family).as_deref() == Some(e.as_str()) => {
-            ("CRITICAL", "the all-down fallback is in effect".to_string())
-        }
-        (Some(e), None) => ("WARNING", format!("{e} is not a candidate of the config")),
+        (Some(e), None) if var.fallback(c.family).as_deref() == Some(e.as_str()) => (
+            Level::Critical,
+            "the all-down fallback is in effect".to_string(),
+        ),
+        (Some(e), None) => (
+            Level::Warning,
+            format!("{e} is not a candidate of the config"),
+        ),
     };
     let standby = standby::missing(var, c.family, fam, c.effective_index, drained);
     let left_out: Vec<String> = (0..var.addrs(c.family).len())
@@ -200,14 +199,16 @@ fn judge(
         }
         reason
     };
-    let status = match (status, &standby) {
-        ("OK", Some(_)) => "WARNING",
-        (s, _) => s,
+    // No healthy standby left, or a change pending: at least a warning.
+    let status = if standby.is_some() {
+        status.max(Level::Warning)
+    } else {
+        status
     };
     if c.effective.as_deref() == Some(c.rendered.as_str()) {
         return (status, notes(reason_text(config, c)));
     }
-    let status = if status == "OK" { "WARNING" } else { status };
+    let status = status.max(Level::Warning);
     (
         status,
         notes(format!(
@@ -245,7 +246,7 @@ pub fn report(
             .collect();
         let (status, reason, next, next_selected) = if !checked_now && !unresulted.is_empty() {
             (
-                "UNKNOWN",
+                Level::Unknown,
                 format!(
                     "no check result yet for {}; the next run checks and decides \
                      (status --check checks now)",
@@ -294,7 +295,7 @@ pub fn report(
             })
             .collect();
         defines.push(DefineReport {
-            define: format!("{}_{}", var.name, c.family.suffix()),
+            define: var.define(c.family),
             variable: var.name.clone(),
             family: c.family.suffix(),
             status,
@@ -307,37 +308,17 @@ pub fn report(
             candidates,
         });
     }
-    let count = |s: &str| defines.iter().filter(|d| d.status == s).count();
-    let (status, exit_code, summary) = if count("CRITICAL") > 0 {
-        let n = count("CRITICAL");
-        (
-            "CRITICAL",
-            CRITICAL,
-            format!("{n} define(s) point at a candidate that is down"),
-        )
-    } else if count("UNKNOWN") > 0 {
-        let n = count("UNKNOWN");
-        (
-            "UNKNOWN",
-            UNKNOWN,
-            format!("{n} define(s) not applied or without check results yet"),
-        )
-    } else if count("WARNING") > 0 {
-        let n = count("WARNING");
-        (
-            "WARNING",
-            WARNING,
-            format!(
-                "{n} define(s) failed over, with a change pending, or without a healthy standby"
-            ),
-        )
-    } else {
-        (
-            "OK",
-            OK,
-            format!("{} define(s) on their preferred candidate", defines.len()),
-        )
+    let status = defines.iter().map(|d| d.status).max().unwrap_or(Level::Ok);
+    let n = defines.iter().filter(|d| d.status == status).count();
+    let summary = match status {
+        Level::Critical => format!("{n} define(s) point at a candidate that is down"),
+        Level::Unknown => format!("{n} define(s) not applied or without check results yet"),
+        Level::Warning => format!(
+            "{n} define(s) failed over, with a change pending, or without a healthy standby"
+        ),
+        Level::Ok => format!("{} define(s) on their preferred candidate", defines.len()),
     };
+    let exit_code = status.exit_code();
     Report {
         status,
         exit_code,

@@ -143,7 +143,7 @@ fn all_decided(config: &Config, inputs: &Inputs, results: &Results, now: u64) ->
     (0..config.variables.len()).all(|v| {
         Family::ALL
             .iter()
-            .all(|&f| inputs.decided(config, v, f, &results[v][f as usize], now))
+            .all(|&f| inputs.decided(config, v, f, &results[v][f], now))
     })
 }
 
@@ -179,7 +179,7 @@ fn check(s: &Scenario) -> Result<(), TestCaseError> {
 
         let mut full = model::empty_results(&config);
         for (i, a) in run.answers.iter().enumerate() {
-            full[0][0][i] = Some(health(*a));
+            full[0][Family::V4][i] = Some(health(*a));
         }
         // Answers arrive in random order; timeouts only after everything else.
         let mut order: Vec<usize> = (0..s.candidates).collect();
@@ -189,7 +189,7 @@ fn check(s: &Scenario) -> Result<(), TestCaseError> {
             if all_decided(&config, &inputs, &partial, now) {
                 break;
             }
-            partial[0][0][i] = full[0][0][i].clone();
+            partial[0][Family::V4][i] = full[0][Family::V4][i].clone();
         }
         let (early, new_state) = select::decide(&config, &partial, &inputs, now);
         let (complete, _) = select::decide(&config, &full, &inputs, now);

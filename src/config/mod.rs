@@ -16,7 +16,7 @@ pub mod values;
 pub mod variables;
 
 pub use settings::{AllDown, ApplyMode, DEFAULT_TIMEOUT_MS, Fallback, Policy, Settings};
-pub use values::{Family, Value, is_identifier, parse_value};
+pub use values::{Family, PerFamily, Value, is_identifier, parse_value};
 pub use variables::Variable;
 
 use crate::jsonc::{self, Json};

@@ -35,6 +35,68 @@ impl Family {
             Family::V6 => "ip6",
         }
     }
+
+    /// The family of an address.
+    pub fn of(addr: &IpAddr) -> Family {
+        if addr.is_ipv4() {
+            Family::V4
+        } else {
+            Family::V6
+        }
+    }
+}
+
+/// One value per address family, indexed by [`Family`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct PerFamily<T>([T; 2]);
+
+impl<T> PerFamily<T> {
+    pub fn new(v4: T, v6: T) -> PerFamily<T> {
+        PerFamily([v4, v6])
+    }
+
+    /// The value of each family from `make`.
+    pub fn from_fn(mut make: impl FnMut(Family) -> T) -> PerFamily<T> {
+        PerFamily(Family::ALL.map(&mut make))
+    }
+
+    /// The values in family order, v4 first.
+    pub fn iter(&self) -> std::slice::Iter<'_, T> {
+        self.0.iter()
+    }
+
+    pub fn iter_mut(&mut self) -> std::slice::IterMut<'_, T> {
+        self.0.iter_mut()
+    }
+}
+
+impl<T> std::ops::Index<Family> for PerFamily<T> {
+    type Output = T;
+    fn index(&self, family: Family) -> &T {
+        &self.0[family as usize]
+    }
+}
+
+impl<T> std::ops::IndexMut<Family> for PerFamily<T> {
+    fn index_mut(&mut self, family: Family) -> &mut T {
+        &mut self.0[family as usize]
+    }
+}
+
+impl<'a, T> IntoIterator for &'a PerFamily<T> {
+    type Item = &'a T;
+    type IntoIter = std::slice::Iter<'a, T>;
+    fn into_iter(self) -> Self::IntoIter {
+        self.0.iter()
+    }
+}
+
+impl<'a, T> IntoIterator for &'a mut PerFamily<T> {
+    type Item = &'a mut T;
+    type IntoIter = std::slice::IterMut<'a, T>;
+    fn into_iter(self) -> Self::IntoIter {
+        self.0.iter_mut()
+    }
 }
 
 /// A `values` entry: only these three shapes can be rendered without quoting or escaping.

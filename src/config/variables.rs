@@ -24,6 +24,11 @@ pub struct Variable {
 }
 
 impl Variable {
+    /// The name of the define this variable renders for `family`: `NAME_v4`, `NAME_v6`.
+    pub fn define(&self, family: Family) -> String {
+        format!("{}_{}", self.name, family.suffix())
+    }
+
     pub fn addrs(&self, family: Family) -> &[IpAddr] {
         match family {
             Family::V4 => &self.ip4,

@@ -223,11 +223,7 @@ pub async fn echo(
     until: Instant,
     hub: Option<&Hub>,
 ) -> io::Result<Option<Duration>> {
-    let family = if target.is_ipv4() {
-        Family::V4
-    } else {
-        Family::V6
-    };
+    let family = Family::of(&target);
     let (domain, proto) = match family {
         Family::V4 => (Domain::IPV4, Protocol::ICMPV4),
         Family::V6 => (Domain::IPV6, Protocol::ICMPV6),

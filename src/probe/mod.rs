@@ -11,7 +11,7 @@ pub mod path;
 pub mod tcp;
 
 use crate::config::check::{Method, ProbePath};
-use crate::config::{Config, Family};
+use crate::config::{Config, Family, PerFamily};
 use crate::model::{self, DownReason, Health, Results};
 use std::future::Future;
 use std::io::{self, ErrorKind};
@@ -154,19 +154,15 @@ pub fn start(
     let (tallies, mut jobs) = plan(config, timeout, &results);
     let kinds = preflight(&jobs)?;
     let mut tasks = JoinSet::new();
-    let mut hubs = Hubs([None, None]);
+    let mut hubs = Hubs(PerFamily::default());
     for family in Family::ALL {
-        if kinds[family as usize] == Some(icmp::Kind::Raw) {
-            hubs.0[family as usize] = Some(icmp::Hub::start(family)?);
+        if kinds[family] == Some(icmp::Kind::Raw) {
+            hubs.0[family] = Some(icmp::Hub::start(family)?);
         }
     }
     for job in jobs.iter_mut().filter(|j| j.method == Method::Icmp) {
-        let family = if job.target.is_ipv4() {
-            Family::V4
-        } else {
-            Family::V6
-        };
-        job.hub = hubs.0[family as usize].clone();
+        let family = Family::of(&job.target.ip());
+        job.hub = hubs.0[family].clone();
     }
     // Rank order: every variable's first candidate, then every second one, ... so that with
     // more candidates than sockets, the checks that decide variables start first.
@@ -214,7 +210,7 @@ impl Checks {
     fn take(&mut self, job: Job, health: Health) -> Option<(usize, Family)> {
         let tally = &mut self.tallies[job.candidate];
         let (variable, family, index) = (tally.variable, tally.family, tally.index);
-        let outcome = &mut self.results[variable][family as usize][index];
+        let outcome = &mut self.results[variable][family][index];
         if outcome.is_some() {
             return None; // this candidate's quorum was already settled
         }
@@ -230,11 +226,11 @@ impl Checks {
         stop: impl Future<Output = ()>,
     ) {
         let mut stop = std::pin::pin!(stop);
-        let mut done: Vec<[bool; 2]> = self
+        let mut done: Vec<PerFamily<bool>> = self
             .results
             .iter()
             .enumerate()
-            .map(|(vi, per_var)| Family::ALL.map(|f| decided(vi, f, &per_var[f as usize])))
+            .map(|(vi, per_var)| PerFamily::from_fn(|f| decided(vi, f, &per_var[f])))
             .collect();
         let mut undecided = done.iter().flatten().filter(|d| !**d).count();
         // Results are taken in batches: whatever has arrived by the time the previous batch is
@@ -253,7 +249,7 @@ impl Checks {
             let mut next = Some((job, health));
             while let Some((job, health)) = next {
                 if let Some((v, f)) = self.take(job, health)
-                    && !done[v][f as usize]
+                    && !done[v][f]
                 {
                     touched.push((v, f));
                 }
@@ -262,8 +258,8 @@ impl Checks {
             touched.sort_unstable();
             touched.dedup();
             for (v, f) in touched.drain(..) {
-                if decided(v, f, &self.results[v][f as usize]) {
-                    done[v][f as usize] = true;
+                if decided(v, f, &self.results[v][f]) {
+                    done[v][f] = true;
                     undecided -= 1;
                 }
             }
@@ -306,7 +302,7 @@ pub async fn check_all(
 }
 
 /// The run's ICMP receivers per family; their reader threads end with the run, however it ends.
-struct Hubs([Option<Arc<icmp::Hub>>; 2]);
+struct Hubs(PerFamily<Option<Arc<icmp::Hub>>>);
 
 impl Drop for Hubs {
     fn drop(&mut self) {
@@ -329,7 +325,7 @@ fn plan(config: &Config, timeout: Option<Duration>, known: &Results) -> (Vec<Tal
             .map(|p| p.iter().cloned().map(Arc::new).collect());
         for family in Family::ALL {
             for (index, ip) in var.addrs(family).iter().enumerate() {
-                if known[vi][family as usize][index].is_some() {
+                if known[vi][family][index].is_some() {
                     continue;
                 }
                 let path = paths.as_ref().map(|p| p[index].clone());
@@ -374,8 +370,8 @@ fn plan(config: &Config, timeout: Option<Duration>, known: &Results) -> (Vec<Tal
 /// capability or sysctl stops the run with one clear error instead of marking every uplink
 /// down. Other errors (a missing interface, an address not configured) are left to the probes:
 /// they say something about that uplink. Returns per family which ICMP sockets the run uses.
-fn preflight(jobs: &[Job]) -> io::Result<[Option<icmp::Kind>; 2]> {
-    let mut kinds = [None, None];
+fn preflight(jobs: &[Job]) -> io::Result<PerFamily<Option<icmp::Kind>>> {
+    let mut kinds = PerFamily::default();
     let mut seen: Vec<(Method, bool, Option<&ProbePath>)> = Vec::new();
     for job in jobs {
         let key = (job.method, job.target.is_ipv4(), job.path.as_deref());
@@ -383,15 +379,11 @@ fn preflight(jobs: &[Job]) -> io::Result<[Option<icmp::Kind>; 2]> {
             continue;
         }
         seen.push(key);
-        let family = if job.target.is_ipv4() {
-            Family::V4
-        } else {
-            Family::V6
-        };
+        let family = Family::of(&job.target.ip());
         let opened = match job.method {
             Method::Tcp => tcp::socket(job.target, job.path.as_deref().unwrap()).map(drop),
             Method::Icmp => icmp::open(family).and_then(|(sock, kind)| {
-                kinds[family as usize] = Some(kind);
+                kinds[family] = Some(kind);
                 match job.path.as_deref() {
                     Some(p) => path::apply(&sock, p, family),
                     None => Ok(()),
@@ -547,7 +539,7 @@ mod tests {
                 |_, _, o| o.iter().all(Option::is_some),
             ))
             .unwrap();
-        let v4 = &results[0][Family::V4 as usize];
+        let v4 = &results[0][Family::V4];
         assert_eq!(v4[0], Some(Health::Down(DownReason::Refused)));
         assert!(v4[1].as_ref().unwrap().is_up());
     }
@@ -610,8 +602,8 @@ mod tests {
                 |_, _, o| o.iter().all(Option::is_some),
             ))
             .unwrap();
-        assert!(results[0][Family::V6 as usize][0].as_ref().unwrap().is_up());
-        assert!(results[1][Family::V6 as usize][0].as_ref().unwrap().is_up());
+        assert!(results[0][Family::V6][0].as_ref().unwrap().is_up());
+        assert!(results[1][Family::V6][0].as_ref().unwrap().is_up());
     }
 
     #[test]

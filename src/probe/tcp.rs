@@ -21,11 +21,7 @@ pub async fn connect(addr: SocketAddr, path: Option<&ProbePath>) -> io::Result<T
 /// A non-blocking TCP socket for `addr`'s family with `path` applied.
 pub fn socket(addr: SocketAddr, path: &ProbePath) -> io::Result<Socket> {
     let sock = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
-    let family = if addr.is_ipv4() {
-        Family::V4
-    } else {
-        Family::V6
-    };
+    let family = Family::of(&addr.ip());
     path::apply(&sock, path, family)?;
     sock.set_nonblocking(true)?;
     Ok(sock)

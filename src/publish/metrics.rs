@@ -1,6 +1,6 @@
 //! The Prometheus textfile for node_exporter's textfile collector, rewritten every run.
 
-use super::{Run, define_name, status};
+use super::{Run, status};
 use crate::config::Config;
 use crate::model::State;
 use std::fmt::Write;
@@ -54,7 +54,7 @@ pub fn render(config: &Config, run: &Run, state: &State, now: u64) -> String {
     let mut candidates = Vec::new();
     for c in run.choices {
         let var = &config.variables[c.variable];
-        let define = define_name(config, c);
+        let define = c.define(config);
         let fam = var
             .addrs(c.family)
             .iter()
@@ -206,7 +206,7 @@ pub fn render(config: &Config, run: &Run, state: &State, now: u64) -> String {
         let Some(current) = status(c, run) else {
             continue;
         };
-        let define = define_name(config, c);
+        let define = c.define(config);
         for s in ["preferred", "failed_over", "all_down"] {
             f.sample(
                 "define_status",
@@ -235,7 +235,7 @@ pub fn render(config: &Config, run: &Run, state: &State, now: u64) -> String {
         f.sample(
             "define_standby_missing",
             &[
-                ("define", &define_name(config, c)),
+                ("define", &c.define(config)),
                 ("variable", var),
                 ("family", c.family.suffix()),
             ],

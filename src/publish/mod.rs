@@ -75,11 +75,8 @@ fn count(p: &mut PublishState, config: &Config, run: &Run, track_since: bool, no
     let mut checks = BTreeMap::new();
     for c in run.choices {
         let var = &config.variables[c.variable];
-        let define = define_name(config, c);
-        for (i, outcome) in run.results[c.variable][c.family as usize]
-            .iter()
-            .enumerate()
-        {
+        let define = c.define(config);
+        for (i, outcome) in run.results[c.variable][c.family].iter().enumerate() {
             let key = format!("{define} {}", var.addrs(c.family)[i]);
             let mut n = p.checks.get(&key).copied().unwrap_or_default();
             match outcome {
@@ -98,7 +95,7 @@ fn count(p: &mut PublishState, config: &Config, run: &Run, track_since: bool, no
             let Some(value) = in_effect(c, run) else {
                 continue;
             };
-            let define = define_name(config, c);
+            let define = c.define(config);
             let at = match p.since.get(&define) {
                 Some(s) if s.value == value => s.at,
                 _ => now,
@@ -113,14 +110,6 @@ fn count(p: &mut PublishState, config: &Config, run: &Run, track_since: bool, no
         }
         p.since = since;
     }
-}
-
-pub fn define_name(config: &Config, c: &Choice) -> String {
-    format!(
-        "{}_{}",
-        config.variables[c.variable].name,
-        c.family.suffix()
-    )
 }
 
 /// The value in effect after this run: the new one unless this run's apply failed.
@@ -191,7 +180,7 @@ pub fn changes(config: &Config, choices: &[Choice]) -> Vec<Change> {
         .iter()
         .filter(|c| c.effective.as_deref() != Some(c.rendered.as_str()))
         .map(|c| Change {
-            define: define_name(config, c),
+            define: c.define(config),
             variable: config.variables[c.variable].name.clone(),
             family: c.family.suffix(),
             old: c.effective.clone(),

@@ -3,7 +3,7 @@
 //! publishes everything retained with QoS 1, waits for the acknowledgements and disconnects,
 //! all within `timeout_ms`.
 
-use super::{Run, candidate, define_name, in_effect, reason_name, status};
+use super::{Run, candidate, in_effect, reason_name, status};
 use crate::config::Config;
 use crate::config::publish::Mqtt;
 use crate::log;
@@ -106,7 +106,7 @@ pub fn messages(
         if var.addrs(c.family).is_empty() {
             continue;
         }
-        let define = define_name(config, c);
+        let define = c.define(config);
         let topic = format!("{base}/{define}");
         let unique = format!("nftables_failover_{}_{define}", node.id);
         let value = in_effect(c, run);

@@ -2,6 +2,7 @@
 //! the include and filled from its defines. Pure; `apply::live` turns them into nftables
 //! transactions.
 
+use super::Define;
 use crate::config::{ApplyMode, Config, Family, Value};
 use crate::model::Choice;
 use std::fmt::Write;
@@ -80,7 +81,7 @@ pub fn objects(config: &Config, choices: &[Choice]) -> Vec<Object> {
             (None, Family::V6) => Kind::Ipv6,
         };
         out.push(Object {
-            define: format!("{}_{}", var.name, c.family.suffix()),
+            define: var.define(c.family),
             port: var.port,
             kind,
             value: c.rendered.clone(),
@@ -122,14 +123,12 @@ pub fn only_values_changed(old: &[u8], new: &[u8], objects: &[Object]) -> bool {
         let text = std::str::from_utf8(text).ok()?;
         Some(
             text.lines()
-                .map(
-                    |l| match l.strip_prefix("define ").and_then(|r| r.split_once(" = ")) {
-                        Some((name, _)) if objects.iter().any(|o| o.define == name) => {
-                            format!("define {name} = *")
-                        }
-                        _ => l.to_string(),
-                    },
-                )
+                .map(|l| match Define::parse(l) {
+                    Some(d) if objects.iter().any(|o| o.define == d.name) => {
+                        Define::new(d.name, "*").to_string()
+                    }
+                    _ => l.to_string(),
+                })
                 .collect::<Vec<_>>()
                 .join("\n"),
         )
@@ -161,8 +160,8 @@ pub fn with_values_of(objects: &[Object], include: &[u8]) -> Option<Vec<Object>>
     let text = std::str::from_utf8(include).ok()?;
     let value = |define: &str| {
         text.lines().find_map(|l| {
-            let (name, value) = l.strip_prefix("define ")?.split_once(" = ")?;
-            (name == define).then(|| value.trim().to_string())
+            let d = Define::parse(l)?;
+            (d.name == define).then(|| d.value.trim().to_string())
         })
     };
     objects

@@ -25,14 +25,10 @@ const STAGED_MAIN_TEMPLATE: &str = include_str!("../../templates/staged-main.nft
 pub fn include(config: &Config, choices: &[Choice]) -> String {
     let mut defines = String::new();
     for c in choices {
-        let name = &config.variables[c.variable].name;
-        if config::is_identifier(name) && is_literal(&c.rendered) {
-            let _ = writeln!(
-                defines,
-                "define {name}_{} = {}",
-                c.family.suffix(),
-                c.rendered
-            );
+        let var = &config.variables[c.variable];
+        if config::is_identifier(&var.name) && is_literal(&c.rendered) {
+            let name = var.define(c.family);
+            let _ = writeln!(defines, "{}", Define::new(&name, &c.rendered));
         }
     }
     defines.push_str(&live::declarations(&live::objects(config, choices)));
@@ -135,9 +131,35 @@ fn live_block_line(line: &str, defines: &HashSet<&str>) -> bool {
     }
 }
 
+/// One `define NAME = VALUE` line of an include: how [`include`] writes it and how it is read
+/// back (the value as written, untrimmed).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Define<'a> {
+    pub name: &'a str,
+    pub value: &'a str,
+}
+
+impl<'a> Define<'a> {
+    pub fn new(name: &'a str, value: &'a str) -> Define<'a> {
+        Define { name, value }
+    }
+
+    /// The line's name and value, if it is a define line.
+    pub fn parse(line: &'a str) -> Option<Define<'a>> {
+        let (name, value) = line.strip_prefix("define ")?.split_once(" = ")?;
+        Some(Define { name, value })
+    }
+}
+
+impl std::fmt::Display for Define<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        write!(f, "define {} = {}", self.name, self.value)
+    }
+}
+
 /// `define NAME_vX = LITERAL` exactly as [`include`] writes it, split into name and literal.
 fn define_line(line: &str) -> Option<(&str, &str)> {
-    let (name, value) = line.strip_prefix("define ")?.split_once(" = ")?;
+    let Define { name, value } = Define::parse(line)?;
     let stem = name
         .strip_suffix("_v4")
         .or_else(|| name.strip_suffix("_v6"))?;
@@ -196,9 +218,8 @@ pub fn md5_hex(bytes: &[u8]) -> String {
 /// form, so whatever else the file on disk holds is never carried into a new include.
 pub fn parse_defines(text: &str) -> HashMap<&str, Cow<'_, str>> {
     text.lines()
-        .filter_map(|l| l.strip_prefix("define "))
-        .filter_map(|l| l.split_once(" = "))
-        .map(|(k, v)| (k.trim(), v.trim()))
+        .filter_map(Define::parse)
+        .map(|d| (d.name.trim(), d.value.trim()))
         .filter(|(k, _)| config::is_identifier(k))
         .filter_map(|(k, v)| Some((k, canonical(v)?)))
         .collect()
@@ -231,7 +252,7 @@ mod tests {
         let mut results = model::empty_results(&config);
         for per_variable in results.iter_mut() {
             for f in Family::ALL {
-                for (i, slot) in per_variable[f as usize].iter_mut().enumerate() {
+                for (i, slot) in per_variable[f].iter_mut().enumerate() {
                     *slot = Some(if Some(i) == up_index {
                         Health::Up {
                             latency: Duration::from_millis(1),
