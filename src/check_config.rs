@@ -1,14 +1,15 @@
 //! `nftables-failover check-config`: the config loaded and validated as a run loads it, and
 //! one line about what it holds. Reads one file; probes, writes and runs nothing.
 
-use crate::cli::{Cli, EXIT_OK, EXIT_USAGE};
+use crate::cli::{EXIT_OK, EXIT_USAGE};
 use crate::config::{ApplyMode, Config, Family, Variable};
+use crate::options::Options;
 use crate::{files, log};
 
-pub fn main(cli: &Cli) -> u8 {
-    match files::load_config(&cli.config) {
+pub fn main(opts: &Options) -> u8 {
+    match files::load_config(&opts.config) {
         Ok(config) => {
-            println!("{}: OK: {}", cli.config.display(), summary(&config));
+            println!("{}: OK: {}", opts.config.display(), summary(&config));
             EXIT_OK
         }
         Err(e) => {

@@ -1,5 +1,6 @@
 //! Command-line interface. Also the source of the man page, so the two cannot drift.
 
+use crate::options::Options;
 use clap::{ArgAction, Args, Parser, Subcommand};
 use std::path::PathBuf;
 use std::time::Duration;
@@ -237,6 +238,27 @@ pub struct StatusArgs {
     /// saved).
     #[arg(long)]
     pub check: bool,
+}
+
+impl Cli {
+    /// The options below the entry point work with, built once.
+    pub fn options(&self) -> Options {
+        Options {
+            config: self.config.clone(),
+            output: self.output.clone(),
+            state: self.state.clone(),
+            addon_dir: self.addon_dir.clone(),
+            base_dir: self.base_dir.clone(),
+            main_config: self.main_config.clone(),
+            nft: self.nft.clone(),
+            stage_dir: self.stage_dir.clone(),
+            reload: crate::command::parse_command_line(&self.reload_command)
+                .map_err(|e| format!("--reload-command {:?}: {e}", self.reload_command)),
+            timeout: self.timeout,
+            command_timeout: self.command_timeout,
+            dry_run: self.dry_run,
+        }
+    }
 }
 
 /// `2s`, `500ms`, `1.5s` or a bare number of seconds; between 1 ms and 10 minutes.

@@ -2,9 +2,10 @@
 //! without editing the config. The drain is kept in the state file, written under the run lock
 //! so a run in progress never overwrites it.
 
-use crate::cli::{Cli, DrainArgs};
+use crate::cli::DrainArgs;
 use crate::cli::{EXIT_FAILED, EXIT_OK, EXIT_USAGE};
 use crate::model::{State, VERSION};
+use crate::options::Options;
 use crate::state::{self, LoadProblem};
 use crate::{files, log};
 use std::net::IpAddr;
@@ -23,8 +24,8 @@ fn verb(drain: bool) -> &'static str {
 /// How long to wait for a run holding the lock (a run takes about one check timeout).
 const LOCK_WAIT: Duration = Duration::from_secs(30);
 
-pub fn main(cli: &Cli, args: &DrainArgs, drain: bool) -> u8 {
-    match change(cli, args, drain) {
+pub fn main(opts: &Options, args: &DrainArgs, drain: bool) -> u8 {
+    match change(opts, args, drain) {
         Ok(done) => {
             log::info(&done);
             EXIT_OK
@@ -36,15 +37,15 @@ pub fn main(cli: &Cli, args: &DrainArgs, drain: bool) -> u8 {
     }
 }
 
-fn change(cli: &Cli, args: &DrainArgs, drain: bool) -> Result<String, (u8, String)> {
+fn change(opts: &Options, args: &DrainArgs, drain: bool) -> Result<String, (u8, String)> {
     let usage = |why: String| (EXIT_USAGE, why);
-    let config = files::load_config(&cli.config).map_err(|e| usage(e.to_string()))?;
+    let config = files::load_config(&opts.config).map_err(|e| usage(e.to_string()))?;
     let name = crate::text::shorten(&args.variable, 64);
     let Some(var) = config.variables.iter().find(|v| v.name == args.variable) else {
         let names: Vec<&str> = config.variables.iter().map(|v| v.name.as_str()).collect();
         return Err(usage(format!(
             "{}: no variable {name:?}; it has: {}",
-            cli.config.display(),
+            opts.config.display(),
             crate::text::shorten(&names.join(", "), 200)
         )));
     };
@@ -63,19 +64,19 @@ fn change(cli: &Cli, args: &DrainArgs, drain: bool) -> Result<String, (u8, Strin
             .collect();
         return Err(usage(format!(
             "{address} is not a candidate of {name} in {}; its candidates are {}",
-            cli.config.display(),
+            opts.config.display(),
             crate::text::shorten(&listed.join(", "), 200)
         )));
     }
     let failed = |why: String| (EXIT_FAILED, why);
-    let Some(_lock) = files::lock(&cli.output, LOCK_WAIT).map_err(|e| failed(format!("{e:#}")))?
+    let Some(_lock) = files::lock(&opts.output, LOCK_WAIT).map_err(|e| failed(format!("{e:#}")))?
     else {
         return Err(failed(format!(
             "a run has held {} for {LOCK_WAIT:?}; try again",
-            files::lock_path(&cli.output).display()
+            files::lock_path(&opts.output).display()
         )));
     };
-    let mut st = match state::load(&cli.state) {
+    let mut st = match state::load(&opts.state) {
         Ok(s) => s,
         Err(LoadProblem::Missing) => State {
             version: VERSION,
@@ -85,7 +86,7 @@ fn change(cli: &Cli, args: &DrainArgs, drain: bool) -> Result<String, (u8, Strin
         Err(LoadProblem::Unusable(why)) => {
             return Err(failed(format!(
                 "{}: {why}; {} reads and rewrites the state: {WHO}",
-                cli.state.display(),
+                opts.state.display(),
                 verb(drain)
             )));
         }
@@ -124,15 +125,15 @@ fn change(cli: &Cli, args: &DrainArgs, drain: bool) -> Result<String, (u8, Strin
         }
         format!("undrained {name} {address}: it returns under the usual rise and preempt rules")
     };
-    let existed = cli.state.exists();
-    state::save(&cli.state, &st).map_err(|e| {
+    let existed = opts.state.exists();
+    state::save(&opts.state, &st).map_err(|e| {
         failed(format!(
             "cannot write {}: {e:#}; {WHO}",
-            cli.state.display()
+            opts.state.display()
         ))
     })?;
     if !existed {
-        hand_to_directory_owner(&cli.state);
+        hand_to_directory_owner(&opts.state);
     }
     Ok(message)
 }

@@ -33,6 +33,7 @@ pub mod links;
 pub mod log;
 pub mod model;
 pub mod netlink;
+pub mod options;
 pub mod ownership;
 pub mod policy;
 pub mod probe;

@@ -1,5 +1,6 @@
 use clap::Parser;
 use nftables_failover::cli::{Cli, Command, EXIT_FAILED};
+use nftables_failover::options::Options;
 use nftables_failover::{check_config, drain, log, run, runtime, status, watch};
 use std::process::ExitCode;
 
@@ -15,13 +16,13 @@ fn main() -> ExitCode {
             return ExitCode::from(EXIT_FAILED);
         }
     };
+    let opts = cli.options();
     let code = runtime.block_on(async move {
-        if let Some(Command::Watch(args)) = &cli.command {
-            let args = args.clone();
-            return watch::main(cli, args).await;
+        if let Some(Command::Watch(args)) = cli.command {
+            return watch::main(opts, args).await;
         }
         match runtime::Worker::start("run") {
-            Ok(worker) => worker.run(move || dispatch(&cli)).await,
+            Ok(worker) => worker.run(move || dispatch(cli.command, &opts)).await,
             Err(e) => {
                 log::error(&format!("cannot start a thread: {e}"));
                 EXIT_FAILED
@@ -33,13 +34,13 @@ fn main() -> ExitCode {
     ExitCode::from(code)
 }
 
-fn dispatch(cli: &Cli) -> u8 {
-    match &cli.command {
-        Some(Command::Status(args)) => status::main(cli, args),
-        Some(Command::CheckConfig) => check_config::main(cli),
-        Some(Command::Drain(args)) => drain::main(cli, args, true),
-        Some(Command::Undrain(args)) => drain::main(cli, args, false),
+fn dispatch(command: Option<Command>, opts: &Options) -> u8 {
+    match &command {
+        Some(Command::Status(args)) => status::main(opts, args),
+        Some(Command::CheckConfig) => check_config::main(opts),
+        Some(Command::Drain(args)) => drain::main(opts, args, true),
+        Some(Command::Undrain(args)) => drain::main(opts, args, false),
         Some(Command::Watch(_)) => unreachable!("watch runs on the runtime itself"),
-        None => run::run(cli),
+        None => run::run(opts),
     }
 }

@@ -2,12 +2,13 @@
 //! monitoring (monitoring-plugin exit codes, stable JSON).
 
 use crate::apply;
-use crate::cli::{Cli, StatusArgs};
+use crate::cli::StatusArgs;
 use crate::clock::unix_now;
 use crate::config::Config;
 use crate::describe::{candidate, reason_text};
 use crate::evaluate;
 use crate::model::{ApplyOutcome, Choice, FamilyState, Level, State};
+use crate::options::Options;
 use crate::standby;
 use crate::state::{self, LoadProblem};
 use serde::Serialize;
@@ -74,8 +75,8 @@ pub struct CandidateReport {
     pub error: Option<String>,
 }
 
-pub fn main(cli: &Cli, args: &StatusArgs) -> u8 {
-    let report = match build(cli, args) {
+pub fn main(opts: &Options, args: &StatusArgs) -> u8 {
+    let report = match build(opts, args) {
         Ok(r) => r,
         Err(why) => Report {
             status: Level::Unknown,
@@ -97,23 +98,23 @@ pub fn main(cli: &Cli, args: &StatusArgs) -> u8 {
     report.exit_code
 }
 
-fn build(cli: &Cli, args: &StatusArgs) -> Result<Report, String> {
-    let config = crate::files::load_config(&cli.config).map_err(|e| e.to_string())?;
-    let previous = match state::load(&cli.state) {
+fn build(opts: &Options, args: &StatusArgs) -> Result<Report, String> {
+    let config = crate::files::load_config(&opts.config).map_err(|e| e.to_string())?;
+    let previous = match state::load(&opts.state) {
         Ok(s) => s,
         Err(LoadProblem::Missing) if args.check => State::default(),
         Err(LoadProblem::Missing) => {
             return Err(format!(
                 "no state at {} yet: the timer has not run, or use --check",
-                cli.state.display()
+                opts.state.display()
             ));
         }
         Err(LoadProblem::Unusable(why)) => {
-            return Err(format!("state file {}: {why}", cli.state.display()));
+            return Err(format!("state file {}: {why}", opts.state.display()));
         }
     };
-    let on_disk = crate::files::read_include(&cli.output).ok().flatten();
-    let record = apply::read_record(&cli.output).map_err(|e| format!("{e:#}"))?;
+    let on_disk = crate::files::read_include(&opts.output).ok().flatten();
+    let record = apply::read_record(&opts.output).map_err(|e| format!("{e:#}"))?;
     let in_effect = apply::in_effect(on_disk.as_deref(), record.as_ref());
     let probe = if args.check {
         evaluate::Probe::All
@@ -129,7 +130,7 @@ fn build(cli: &Cli, args: &StatusArgs) -> Result<Report, String> {
         &previous,
         in_effect,
         probe,
-        cli.timeout,
+        opts.timeout,
         clock.wall_ms,
     )
     .map_err(|e| format!("cannot run the checks: {e}"))?;

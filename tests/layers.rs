@@ -14,6 +14,7 @@ const FLOORS: &[(&str, u8, &str)] = &[
     ("config", 0, "ground floor: plain data"),
     ("jsonc", 0, "ground floor: plain data"),
     ("text", 0, "ground floor: plain data"),
+    ("options", 0, "ground floor: plain data"),
     ("policy", 1, "pure logic"),
     ("select", 1, "pure logic"),
     ("render", 1, "pure logic"),
@@ -433,5 +434,36 @@ fn one_place_builds_the_runtime() {
         found,
         ["runtime.rs: runtime::Builder"],
         "runtimes built elsewhere"
+    );
+}
+
+/// docs/architecture.md names every module of `src/`: a file `x.rs` as `x.rs`, or, in a
+/// directory `d/`, as `d/` with `x` in its list.
+#[test]
+fn the_architecture_page_lists_every_module() {
+    let root = src();
+    let page = std::fs::read_to_string(root.join("../docs/architecture.md")).unwrap();
+    let mut missing = Vec::new();
+    for path in modules(&root).values() {
+        let rel = path.strip_prefix(&root).unwrap();
+        let name = rel.file_stem().unwrap().to_string_lossy();
+        let listed = match rel.parent().filter(|p| !p.as_os_str().is_empty()) {
+            Some(dir) => {
+                let dir = format!("`{}/`", dir.display());
+                page.lines()
+                    .any(|l| l.contains(&dir) && l.contains(&format!("`{name}`")))
+            }
+            None => {
+                ["main", "lib"].contains(&name.as_ref()) || page.contains(&format!("`{name}.rs`"))
+            }
+        };
+        if !listed {
+            missing.push(rel.display().to_string());
+        }
+    }
+    missing.sort();
+    assert!(
+        missing.is_empty(),
+        "docs/architecture.md does not list: {missing:?}"
     );
 }

@@ -8,6 +8,7 @@ pub mod settle;
 
 use crate::command::Runner;
 use crate::files::{self, replace_file};
+use crate::options::Options;
 use crate::render;
 use crate::render::live::{Object, TABLE, only_values_changed, shape_changed, with_values_of};
 use anyhow::{Context, Result, bail};
@@ -21,16 +22,10 @@ use std::time::Instant;
 /// File name of the staged main config inside the staging directory.
 pub const STAGED_MAIN: &str = "main.nft";
 
-pub struct Plan {
-    pub output: PathBuf,
-    pub addon_dir: PathBuf,
-    pub base_dir: PathBuf,
-    pub main_config: PathBuf,
-    /// Fixed staging directory (e.g. systemd's RuntimeDirectory) so that sudoers can name the
-    /// staged path exactly; without one, a private temporary directory is used.
-    pub stage_dir: Option<PathBuf>,
-    pub nft: PathBuf,
-    pub reload: Vec<OsString>,
+/// The reload command's argv; a run refuses to start without one, so the error is for
+/// callers that skipped that check.
+fn reload_argv(opts: &Options) -> Result<&[OsString]> {
+    opts.reload.as_deref().map_err(|e| anyhow::anyhow!("{e}"))
 }
 
 /// What nftables was last loaded with, as far as this tool applied it: the bytes of the
@@ -125,7 +120,7 @@ fn gate(new_text: &str) -> Result<()> {
 /// taken as in effect and recorded before the include is touched). On failure after installing,
 /// exactly the recorded include is put back (or the new one removed if none was in effect).
 pub fn apply(
-    plan: &Plan,
+    opts: &Options,
     runner: &Runner,
     new_text: &str,
     on_disk: Option<&[u8]>,
@@ -134,15 +129,15 @@ pub fn apply(
     let started = Instant::now();
     gate(new_text)?;
     let redeclare = shape_changed(in_effect(on_disk, record.as_ref()), new_text.as_bytes());
-    check_staged(plan, runner, new_text, redeclare)?;
-    let rollback = install(plan, new_text, on_disk, record)?;
-    let installed = nft_check(plan, runner, &plan.main_config, "check of the main config")
-        .and_then(|()| reload::reload(runner, &plan.reload));
+    check_staged(opts, runner, new_text, redeclare)?;
+    let rollback = install(opts, new_text, on_disk, record)?;
+    let installed = nft_check(opts, runner, &opts.main_config, "check of the main config")
+        .and_then(|()| reload::reload(runner, reload_argv(opts)?));
     let reloaded = match installed {
         Ok(r) => r,
-        Err(e) => return Err(restore_after(plan, &rollback, e)),
+        Err(e) => return Err(restore_after(opts, &rollback, e)),
     };
-    record_applied(&plan.output, new_text);
+    record_applied(&opts.output, new_text);
     crate::log::debug(&format!(
         "apply took {:.1} ms",
         started.elapsed().as_secs_f64() * 1e3
@@ -153,7 +148,7 @@ pub fn apply(
 /// Replaces the include with `new_text`, first recording what is in effect if no record says
 /// so yet; returns what a failure must restore.
 fn install(
-    plan: &Plan,
+    opts: &Options,
     new_text: &str,
     on_disk: Option<&[u8]>,
     record: Option<InEffect>,
@@ -162,30 +157,30 @@ fn install(
         Some(r) => r,
         None => {
             let r = on_disk.map_or(InEffect::Absent, |b| InEffect::Bytes(b.to_vec()));
-            write_record(&plan.output, &r).context("the new include was not installed")?;
+            write_record(&opts.output, &r).context("the new include was not installed")?;
             r
         }
     };
-    replace_file(&plan.output, new_text.as_bytes())
-        .with_context(|| format!("cannot write {}", plan.output.display()))?;
+    replace_file(&opts.output, new_text.as_bytes())
+        .with_context(|| format!("cannot write {}", opts.output.display()))?;
     Ok(rollback)
 }
 
 /// Puts the last applied include back after `e` failed a step that followed `install`.
-fn restore_after(plan: &Plan, rollback: &InEffect, e: anyhow::Error) -> anyhow::Error {
-    match restore(&plan.output, rollback.bytes()) {
+fn restore_after(opts: &Options, rollback: &InEffect, e: anyhow::Error) -> anyhow::Error {
+    match restore(&opts.output, rollback.bytes()) {
         Ok(()) if rollback == &InEffect::Absent => e.context(format!(
             "removed the new {} again (there was none before); the firewall keeps its running rules and the next run retries",
-            plan.output.display()
+            opts.output.display()
         )),
         Ok(()) => e.context(format!(
             "restored the last applied {}; the firewall keeps its running rules and the next run retries",
-            plan.output.display()
+            opts.output.display()
         )),
         Err(r) => e.context(format!(
             "AND restoring the last applied {} failed: {r:#}; copy {} over it by hand before reloading nftables",
-            plan.output.display(),
-            record_path(&plan.output).display()
+            opts.output.display(),
+            record_path(&opts.output).display()
         )),
     }
 }
@@ -200,7 +195,7 @@ pub enum Applied {
 /// Applies a rendered include: live when every define that changed is a live one and the
 /// owned table is there, otherwise by `apply` (check and reload).
 pub fn apply_change(
-    plan: &Plan,
+    opts: &Options,
     runner: &Runner,
     new_text: &str,
     on_disk: Option<&[u8]>,
@@ -211,36 +206,36 @@ pub fn apply_change(
     let live_only = !objects.is_empty()
         && old.is_some_and(|old| only_values_changed(old, new_text.as_bytes(), objects));
     if !live_only {
-        return apply(plan, runner, new_text, on_disk, record).map(Applied::Reloaded);
+        return apply(opts, runner, new_text, on_disk, record).map(Applied::Reloaded);
     }
     let old = old
         .expect("live_only implies an include in effect")
         .to_vec();
     gate(new_text)?;
-    let (dir, _temp) = staging_dir(plan)?;
+    let (dir, _temp) = staging_dir(opts)?;
     let file = dir.join(live::LIVE_FILE);
-    let outcome = live::transact(runner, &plan.nft, &file, objects)
+    let outcome = live::transact(runner, &opts.nft, &file, objects)
         .context("the live objects keep their values; the next run retries")?;
     let live::Outcome::Applied(steps) = outcome else {
         crate::log::warn(&format!(
             "table inet {} is not in the running ruleset (flushed?); reloading nftables to recreate it",
             TABLE
         ));
-        return apply(plan, runner, new_text, on_disk, record).map(Applied::Reloaded);
+        return apply(opts, runner, new_text, on_disk, record).map(Applied::Reloaded);
     };
     // The kernel switched. A boot or a reload must load the same values, so the include is
     // installed only if the main config accepts it, as in reload mode, and otherwise the kernel
     // goes back to the values in effect. This check comes after the switch so that a failover
     // does not wait for nft to parse the whole ruleset.
     let started = Instant::now();
-    let installed = install(plan, new_text, on_disk, record).and_then(|rollback| {
-        nft_check(plan, runner, &plan.main_config, "check of the main config")
-            .map_err(|e| restore_after(plan, &rollback, e))
+    let installed = install(opts, new_text, on_disk, record).and_then(|rollback| {
+        nft_check(opts, runner, &opts.main_config, "check of the main config")
+            .map_err(|e| restore_after(opts, &rollback, e))
     });
     if let Err(e) = installed {
-        return Err(set_back(plan, runner, &file, objects, &old, e));
+        return Err(set_back(opts, runner, &file, objects, &old, e));
     }
-    record_applied(&plan.output, new_text);
+    record_applied(&opts.output, new_text);
     crate::log::debug(&format!(
         "live update took {steps}; check of the main config with the new include {:.1} ms",
         started.elapsed().as_secs_f64() * 1e3
@@ -252,7 +247,7 @@ pub fn apply_change(
 /// be written): puts the values in effect back into the live objects, so the kernel runs what
 /// a boot would load.
 fn set_back(
-    plan: &Plan,
+    opts: &Options,
     runner: &Runner,
     file: &Path,
     objects: &[Object],
@@ -261,7 +256,7 @@ fn set_back(
 ) -> anyhow::Error {
     let back = with_values_of(objects, in_effect)
         .ok_or_else(|| anyhow::anyhow!("the include in effect lacks a live define"))
-        .and_then(|back| live::transact(&runner.uninterruptible(), &plan.nft, file, &back));
+        .and_then(|back| live::transact(&runner.uninterruptible(), &opts.nft, file, &back));
     match back {
         Ok(live::Outcome::Applied(_)) => failed.context(
             "the new include was not installed, so the live objects were set back to the values \
@@ -280,24 +275,24 @@ fn set_back(
 
 /// For a run whose include is unchanged: puts back live objects that differ from it (elements
 /// flushed by hand), or reloads if their table is gone. Says what it found and did.
-pub fn keep_live(plan: &Plan, runner: &Runner, text: &str, objects: &[Object]) -> Result<()> {
+pub fn keep_live(opts: &Options, runner: &Runner, text: &str, objects: &[Object]) -> Result<()> {
     if objects.is_empty() {
         return Ok(());
     }
-    let (dir, _temp) = staging_dir(plan)?;
+    let (dir, _temp) = staging_dir(opts)?;
     let file = dir.join(live::LIVE_FILE);
-    let Some(kernel) = live::read(runner, &plan.nft, &file)? else {
+    let Some(kernel) = live::read(runner, &opts.nft, &file)? else {
         crate::log::warn(&format!(
             "table inet {} is not in the running ruleset (flushed?); reloading nftables to recreate it",
             TABLE
         ));
         let record = Some(InEffect::Bytes(text.as_bytes().to_vec()));
-        apply(plan, runner, text, Some(text.as_bytes()), record)?;
-        if live::read(runner, &plan.nft, &file)?.is_none() {
+        apply(opts, runner, text, Some(text.as_bytes()), record)?;
+        if live::read(runner, &opts.nft, &file)?.is_none() {
             bail!(
                 "table inet {} is still missing after the reload; make the main config include {}",
                 TABLE,
-                plan.output.display()
+                opts.output.display()
             );
         }
         crate::log::info(&format!("table inet {} recreated by the reload", TABLE));
@@ -309,11 +304,11 @@ pub fn keep_live(plan: &Plan, runner: &Runner, text: &str, objects: &[Object]) -
     }
     crate::log::warn(&format!(
         "live objects differ from {}: {}; restoring them",
-        plan.output.display(),
+        opts.output.display(),
         diff.join("; ")
     ));
     // The table was there a moment ago; if it vanished since, the next run reloads.
-    if live::transact(runner, &plan.nft, &file, objects)? == live::Outcome::TableMissing {
+    if live::transact(runner, &opts.nft, &file, objects)? == live::Outcome::TableMissing {
         bail!(
             "table inet {} vanished while restoring it; the next run reloads nftables",
             TABLE
@@ -333,9 +328,9 @@ fn record_applied(output: &Path, text: &str) {
     }
 }
 
-fn nft_check(plan: &Plan, runner: &Runner, file: &Path, what: &str) -> Result<()> {
+fn nft_check(opts: &Options, runner: &Runner, file: &Path, what: &str) -> Result<()> {
     let argv = [
-        plan.nft.clone().into_os_string(),
+        opts.nft.clone().into_os_string(),
         "-c".into(),
         "-f".into(),
         file.as_os_str().to_owned(),
@@ -346,18 +341,18 @@ fn nft_check(plan: &Plan, runner: &Runner, file: &Path, what: &str) -> Result<()
 
 /// Writes the candidate include and a main config that includes it with every other addon and
 /// main-config part, and has nft check that, before anything live is touched.
-fn check_staged(plan: &Plan, runner: &Runner, new_text: &str, redeclare: bool) -> Result<()> {
-    let (dir, _temp) = staging_dir(plan)?;
-    let name = plan
+fn check_staged(opts: &Options, runner: &Runner, new_text: &str, redeclare: bool) -> Result<()> {
+    let (dir, _temp) = staging_dir(opts)?;
+    let name = opts
         .output
         .file_name()
         .context("--output has no file name")?;
     let candidate = dir.join(name);
     let main = dir.join(STAGED_MAIN);
 
-    let mut includes = nft_files(&plan.addon_dir)?;
-    includes.retain(|p| !same_file(p, &plan.output));
-    includes.extend(nft_files(&plan.base_dir)?);
+    let mut includes = nft_files(&opts.addon_dir)?;
+    includes.retain(|p| !same_file(p, &opts.output));
+    includes.extend(nft_files(&opts.base_dir)?);
     for p in std::iter::once(&candidate).chain(&includes) {
         if !render::includable(p) {
             bail!(
@@ -374,7 +369,7 @@ fn check_staged(plan: &Plan, runner: &Runner, new_text: &str, redeclare: bool) -
         render::staged_main(&candidate, &refs, redeclare).as_bytes(),
     )
     .with_context(|| format!("cannot stage {}", main.display()))?;
-    nft_check(plan, runner, &main, "check of the staged config")
+    nft_check(opts, runner, &main, "check of the staged config")
         .context("the new include was not installed")
 }
 
@@ -405,8 +400,8 @@ pub fn stage_dir_problem(stage: &Path, base_dir: &Path, addon_dir: &Path) -> Opt
 }
 
 /// The fixed staging directory, or a private temporary one (removed when the guard drops).
-fn staging_dir(plan: &Plan) -> Result<(PathBuf, Option<tempfile::TempDir>)> {
-    match &plan.stage_dir {
+fn staging_dir(opts: &Options) -> Result<(PathBuf, Option<tempfile::TempDir>)> {
+    match &opts.stage_dir {
         Some(dir) => {
             check_private_dir(dir)?;
             Ok((dir.clone(), None))
@@ -482,19 +477,24 @@ mod tests {
     #[test]
     fn an_include_that_is_not_only_defines_is_never_installed() {
         let dir = tempfile::tempdir().unwrap();
-        let plan = Plan {
+        let opts = Options {
+            config: dir.path().join("failover.json"),
             output: dir.path().join("failover.nft"),
+            state: dir.path().join("state.json"),
             addon_dir: dir.path().into(),
             base_dir: dir.path().into(),
             main_config: dir.path().join("nftables.conf"),
             stage_dir: None,
             // Never reached: running it would fail differently.
             nft: "/nonexistent/nft".into(),
-            reload: vec!["/nonexistent/reload".into()],
+            reload: Ok(vec!["/nonexistent/reload".into()]),
+            timeout: None,
+            command_timeout: crate::command::DEFAULT_TIMEOUT,
+            dry_run: false,
         };
         let text =
             "# Auto-Generated config - DO NOT EDIT MANUALLY!\n\ndefine a_v4 = 1\nflush ruleset\n";
-        let err = apply(&plan, &Runner::for_current_user(), text, None, None).unwrap_err();
+        let err = apply(&opts, &Runner::for_current_user(), text, None, None).unwrap_err();
         assert!(
             format!("{err:#}").contains("refusing to install"),
             "{err:#}"

@@ -10,7 +10,7 @@ use crate::config::Config;
 use crate::model::Choice;
 use crate::{files, render, select};
 
-use super::Plan;
+use crate::options::Options;
 
 /// What applying the changes apart did.
 pub struct Apart {
@@ -24,7 +24,7 @@ pub struct Apart {
 /// refuses. Call it after an apply of every change failed. A variable rendered for the first
 /// time has nothing to be held at, so it goes with every attempt; only variables with values in
 /// effect are tried apart.
-pub fn apply_apart(plan: &Plan, runner: &Runner, config: &Config, choices: &[Choice]) -> Apart {
+pub fn apply_apart(opts: &Options, runner: &Runner, config: &Config, choices: &[Choice]) -> Apart {
     let changed: Vec<usize> = select::changed_variables(choices)
         .into_iter()
         .filter(|&v| select::can_hold_back(choices, v))
@@ -49,9 +49,9 @@ pub fn apply_apart(plan: &Plan, runner: &Runner, config: &Config, choices: &[Cho
         let text = render::include(config, &trial);
         let objects = render::live::objects(config, &trial);
         // What is in effect now: an earlier attempt of this run may have applied a part.
-        let on_disk = files::read_include(&plan.output)?;
-        let record = read_record(&plan.output)?;
-        apply_change(plan, runner, &text, on_disk.as_deref(), record, &objects).map(|_| ())
+        let on_disk = files::read_include(&opts.output)?;
+        let record = read_record(&opts.output)?;
+        apply_change(opts, runner, &text, on_disk.as_deref(), record, &objects).map(|_| ())
     });
     Apart {
         tried: changed.len(),

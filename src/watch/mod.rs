@@ -11,7 +11,8 @@
 pub mod notify;
 pub mod pace;
 
-use crate::cli::{Cli, EXIT_FAILED, EXIT_OK, EXIT_USAGE, WatchArgs};
+use crate::cli::{EXIT_FAILED, EXIT_OK, EXIT_USAGE, WatchArgs};
+use crate::options::Options;
 use crate::runtime::Worker;
 use crate::{log, netlink, run, signals};
 use notify::Notifier;
@@ -35,8 +36,8 @@ struct Running {
     cause: Cause,
 }
 
-pub async fn main(cli: Cli, args: WatchArgs) -> u8 {
-    if cli.dry_run {
+pub async fn main(opts: Options, args: WatchArgs) -> u8 {
+    if opts.dry_run {
         log::error(
             "watch does not take --dry-run: it applies what it finds; for a look without changes use --dry-run without watch, or status --check",
         );
@@ -70,7 +71,7 @@ pub async fn main(cli: Cli, args: WatchArgs) -> u8 {
         args.interval
     ));
 
-    let cli = Arc::new(cli);
+    let opts = Arc::new(opts);
     let mut pace = Pace::new(args.interval);
     let mut running: Option<Running> = None;
     let mut ready = false;
@@ -102,7 +103,7 @@ pub async fn main(cli: Cli, args: WatchArgs) -> u8 {
             _ = hangup.recv() => {
                 log::info(&format!(
                     "SIGHUP: re-reading {} and running {}",
-                    cli.config.display(),
+                    opts.config.display(),
                     if running.is_some() { "again once this run ends" } else { "now" }
                 ));
                 pace.ask();
@@ -114,9 +115,9 @@ pub async fn main(cli: Cli, args: WatchArgs) -> u8 {
                     log::info(&format!("{n} kernel change(s): running now"));
                 }
                 let (tx, done) = oneshot::channel();
-                let (cli, worker) = (cli.clone(), worker.clone());
+                let (opts, worker) = (opts.clone(), worker.clone());
                 tokio::spawn(async move {
-                    let _ = tx.send(worker.run(move || run::once(&cli)).await);
+                    let _ = tx.send(worker.run(move || run::once(&opts)).await);
                 });
                 running = Some(Running { done, started, cause });
             }
