@@ -2,41 +2,259 @@
 
 use super::{Run, status};
 use crate::config::Config;
-use crate::model::State;
+use crate::model::{CandidateState, Choice, State};
 use std::fmt::Write;
 use std::path::Path;
 
 const PREFIX: &str = "nftables_failover";
 
-/// A metric family being written: HELP and TYPE once, then its samples.
-struct Family<'a> {
-    out: &'a mut String,
+/// One metric family: its name (after the prefix) and type and help, written once, and where
+/// its samples come from. A name is spelt only here, so a family and its samples always agree.
+struct Metric {
+    name: &'static str,
+    kind: &'static str,
+    help: &'static str,
+    samples: fn(&Ctx) -> Vec<Sample>,
+    /// Whether the family is left out when it has no sample (rather than written bare).
+    only_with_samples: bool,
 }
 
-impl Family<'_> {
-    fn sample(&mut self, name: &str, labels: &[(&str, &str)], value: impl std::fmt::Display) {
-        self.out.push_str(PREFIX);
-        self.out.push('_');
-        self.out.push_str(name);
-        if !labels.is_empty() {
-            self.out.push('{');
-            for (i, (k, v)) in labels.iter().enumerate() {
-                if i > 0 {
-                    self.out.push(',');
-                }
-                let _ = write!(self.out, "{k}=\"{}\"", escape(v));
-            }
-            self.out.push('}');
-        }
-        let _ = writeln!(self.out, " {value}");
+/// Labels and value of one sample.
+struct Sample {
+    labels: Vec<(&'static str, String)>,
+    value: f64,
+}
+
+/// Everything the samples are read from.
+struct Ctx<'a> {
+    config: &'a Config,
+    run: &'a Run<'a>,
+    state: &'a State,
+    now: u64,
+    candidates: Vec<Candidate<'a>>,
+}
+
+/// One configured candidate of one define, with what the state says of it.
+struct Candidate<'a> {
+    choice: &'a Choice,
+    define: String,
+    variable: &'a str,
+    /// `ADDRESS:PORT`, or the address with its path for check-based candidates.
+    shown: String,
+    kept: Option<&'a CandidateState>,
+    /// Checks so far: `[up, down]`.
+    checks: [u64; 2],
+    drained: bool,
+}
+
+impl Candidate<'_> {
+    fn labels(&self) -> Vec<(&'static str, String)> {
+        vec![
+            ("define", self.define.clone()),
+            ("variable", self.variable.to_string()),
+            ("family", self.choice.family.suffix().to_string()),
+            ("candidate", self.shown.clone()),
+        ]
+    }
+
+    /// One sample per candidate for which `value` says something.
+    fn each(ctx: &Ctx, value: impl Fn(&Candidate) -> Option<f64>) -> Vec<Sample> {
+        ctx.candidates
+            .iter()
+            .filter_map(|c| {
+                Some(Sample {
+                    value: value(c)?,
+                    labels: c.labels(),
+                })
+            })
+            .collect()
     }
 }
 
-fn family<'a>(out: &'a mut String, name: &str, kind: &str, help: &str) -> Family<'a> {
-    let _ = writeln!(out, "# HELP {PREFIX}_{name} {help}");
-    let _ = writeln!(out, "# TYPE {PREFIX}_{name} {kind}");
-    Family { out }
+fn flag(b: bool) -> f64 {
+    f64::from(u8::from(b))
 }
+
+/// A family with one unlabelled sample.
+fn single(value: f64) -> Vec<Sample> {
+    vec![Sample {
+        labels: Vec::new(),
+        value,
+    }]
+}
+
+/// The defines' labels, for define-level families: one per define with a reason.
+fn define_labels(ctx: &Ctx, c: &Choice) -> Vec<(&'static str, String)> {
+    vec![
+        ("define", c.define(ctx.config)),
+        ("variable", ctx.config.variables[c.variable].name.clone()),
+        ("family", c.family.suffix().to_string()),
+    ]
+}
+
+const METRICS: &[Metric] = &[
+    Metric {
+        name: "candidate_up",
+        kind: "gauge",
+        help: "Whether the candidate counts as up (1) or down (0) after fall/rise.",
+        samples: |ctx| Candidate::each(ctx, |c| Some(flag(c.kept?.counted.as_ref()?.up))),
+        only_with_samples: false,
+    },
+    Metric {
+        name: "candidate_last_check_up",
+        kind: "gauge",
+        help: "Result of the candidate's last check: 1 answered, 0 did not.",
+        samples: |ctx| Candidate::each(ctx, |c| Some(flag(c.kept?.last.as_ref()?.up))),
+        only_with_samples: false,
+    },
+    Metric {
+        name: "candidate_last_check_latency_seconds",
+        kind: "gauge",
+        help: "Connect time of the candidate's last check that answered.",
+        samples: |ctx| Candidate::each(ctx, |c| Some(c.kept?.last.as_ref()?.latency_ms? / 1e3)),
+        only_with_samples: false,
+    },
+    Metric {
+        name: "candidate_last_check_timestamp_seconds",
+        kind: "gauge",
+        help: "Unix time of the candidate's last check.",
+        samples: |ctx| Candidate::each(ctx, |c| Some(c.kept?.last.as_ref()?.at as f64)),
+        only_with_samples: false,
+    },
+    Metric {
+        name: "candidate_checks_total",
+        kind: "counter",
+        help: "Checks of the candidate by result (up: answered, down: refused, timed out or failed).",
+        samples: |ctx| {
+            let mut out = Vec::new();
+            for c in &ctx.candidates {
+                for (result, n) in [("up", c.checks[0]), ("down", c.checks[1])] {
+                    let mut labels = c.labels();
+                    labels.push(("result", result.to_string()));
+                    out.push(Sample {
+                        labels,
+                        value: n as f64,
+                    });
+                }
+            }
+            out
+        },
+        only_with_samples: false,
+    },
+    Metric {
+        name: "define_status",
+        kind: "gauge",
+        help: "Where each define stands: 1 for its current status (preferred, failed_over, all_down), \
+               0 for the others.",
+        samples: |ctx| {
+            let mut out = Vec::new();
+            for c in ctx.run.choices {
+                let Some(current) = status(c, ctx.run) else {
+                    continue;
+                };
+                for s in ["preferred", "failed_over", "all_down"] {
+                    let mut labels = define_labels(ctx, c);
+                    labels.push(("status", s.to_string()));
+                    out.push(Sample {
+                        labels,
+                        value: flag(s == current),
+                    });
+                }
+            }
+            out
+        },
+        only_with_samples: false,
+    },
+    Metric {
+        name: "define_standby_missing",
+        kind: "gauge",
+        help: "1 if every other candidate of the define is down or drained (no healthy standby), \
+               0 if one is up; only for defines with two or more candidates and warn_no_standby on.",
+        samples: |ctx| {
+            ctx.run
+                .choices
+                .iter()
+                .filter(|c| {
+                    let var = &ctx.config.variables[c.variable];
+                    var.addrs(c.family).len() >= 2 && var.policy.warn_no_standby
+                })
+                .map(|c| Sample {
+                    labels: define_labels(ctx, c),
+                    value: flag(
+                        super::missing_standby(ctx.config, c, ctx.run, ctx.state).is_some(),
+                    ),
+                })
+                .collect()
+        },
+        only_with_samples: false,
+    },
+    Metric {
+        name: "candidate_drained",
+        kind: "gauge",
+        help: "1 if the candidate is drained (taken out by `nftables-failover drain`), else 0.",
+        samples: |ctx| Candidate::each(ctx, |c| Some(flag(c.drained))),
+        only_with_samples: false,
+    },
+    Metric {
+        name: "run_duration_seconds",
+        kind: "gauge",
+        help: "How long the last run took, from start to writing this file.",
+        samples: |ctx| single(ctx.run.started.elapsed().as_secs_f64()),
+        only_with_samples: false,
+    },
+    Metric {
+        name: "last_run_timestamp_seconds",
+        kind: "gauge",
+        help: "Unix time of the last run.",
+        samples: |ctx| single(ctx.now as f64),
+        only_with_samples: false,
+    },
+    Metric {
+        name: "last_successful_apply_timestamp_seconds",
+        kind: "gauge",
+        help: "Unix time of the last apply that went through.",
+        samples: |ctx| {
+            let at = ctx.state.publish.last_ok_apply_at;
+            at.map(|at| single(at as f64)).unwrap_or_default()
+        },
+        only_with_samples: true,
+    },
+    Metric {
+        name: "reloads_total",
+        kind: "counter",
+        help: "Applies that installed a changed include and reloaded nftables.",
+        samples: |ctx| single(ctx.state.publish.reloads as f64),
+        only_with_samples: false,
+    },
+    Metric {
+        name: "live_updates_total",
+        kind: "counter",
+        help: "Applies that updated table inet nftables_failover live, without a reload.",
+        samples: |ctx| single(ctx.state.publish.live_updates as f64),
+        only_with_samples: false,
+    },
+    Metric {
+        name: "apply_failures_total",
+        kind: "counter",
+        help: "Applies that failed; the previous include was kept.",
+        samples: |ctx| single(ctx.state.publish.apply_failures as f64),
+        only_with_samples: false,
+    },
+    Metric {
+        name: "hook_failures_total",
+        kind: "counter",
+        help: "on_change hook runs that failed or timed out.",
+        samples: |ctx| single(ctx.state.publish.hook_failures as f64),
+        only_with_samples: false,
+    },
+    Metric {
+        name: "mqtt_failures_total",
+        kind: "counter",
+        help: "MQTT publishes that failed or timed out.",
+        samples: |ctx| single(ctx.state.publish.mqtt_failures as f64),
+        only_with_samples: false,
+    },
+];
 
 /// Label values: backslash, double quote and newline escaped (exposition format).
 fn escape(v: &str) -> String {
@@ -48,276 +266,65 @@ fn escape(v: &str) -> String {
 /// The whole file. Candidates are labelled with their define, variable, family and
 /// `ADDRESS:PORT`; `state` is the state after this run, with its publish counters.
 pub fn render(config: &Config, run: &Run, state: &State, now: u64) -> String {
+    let ctx = Ctx {
+        config,
+        run,
+        state,
+        now,
+        candidates: candidates(config, run, state),
+    };
     let mut out = String::with_capacity(4096);
-    let p = &state.publish;
-    // (define, variable, family, candidate, candidate state) for every configured candidate.
-    let mut candidates = Vec::new();
+    for m in METRICS {
+        let samples = (m.samples)(&ctx);
+        if samples.is_empty() && m.only_with_samples {
+            continue;
+        }
+        let _ = writeln!(out, "# HELP {PREFIX}_{} {}", m.name, m.help);
+        let _ = writeln!(out, "# TYPE {PREFIX}_{} {}", m.name, m.kind);
+        for s in samples {
+            let _ = write!(out, "{PREFIX}_{}", m.name);
+            if !s.labels.is_empty() {
+                let labels: Vec<String> = s
+                    .labels
+                    .iter()
+                    .map(|(k, v)| format!("{k}=\"{}\"", escape(v)))
+                    .collect();
+                let _ = write!(out, "{{{}}}", labels.join(","));
+            }
+            let _ = writeln!(out, " {}", s.value);
+        }
+    }
+    out
+}
+
+/// Every configured candidate of every define, in config order.
+fn candidates<'a>(config: &'a Config, run: &'a Run, state: &'a State) -> Vec<Candidate<'a>> {
+    let mut out = Vec::new();
     for c in run.choices {
         let var = &config.variables[c.variable];
         let define = c.define(config);
-        let fam = var
-            .addrs(c.family)
-            .iter()
-            .enumerate()
-            .map(|(i, addr)| {
-                let kept = state
-                    .variables
-                    .get(&var.name)
-                    .and_then(|v| v.family(c.family).candidates.get(i))
-                    .filter(|s| s.address == *addr);
-                let checks = p
-                    .checks
-                    .get(&format!("{define} {addr}"))
-                    .copied()
-                    .unwrap_or_default();
-                (
-                    define.clone(),
-                    crate::describe::candidate(config, c, i),
-                    kept,
-                    checks,
-                )
-            })
-            .collect::<Vec<_>>();
-        candidates.push((c, var.name.as_str(), fam));
-    }
-
-    let mut f = family(
-        &mut out,
-        "candidate_up",
-        "gauge",
-        "Whether the candidate counts as up (1) or down (0) after fall/rise.",
-    );
-    for (c, var, fam) in &candidates {
-        for (define, cand, kept, _) in fam {
-            if let Some(counted) = kept.and_then(|k| k.counted.as_ref()) {
-                f.sample(
-                    "candidate_up",
-                    &[
-                        ("define", define),
-                        ("variable", var),
-                        ("family", c.family.suffix()),
-                        ("candidate", cand),
-                    ],
-                    u8::from(counted.up),
-                );
-            }
+        for (i, addr) in var.addrs(c.family).iter().enumerate() {
+            let kept = state
+                .variables
+                .get(&var.name)
+                .and_then(|v| v.family(c.family).candidates.get(i))
+                .filter(|s| s.address == *addr);
+            let checks = state
+                .publish
+                .checks
+                .get(&format!("{define} {addr}"))
+                .copied()
+                .unwrap_or_default();
+            out.push(Candidate {
+                choice: c,
+                define: define.clone(),
+                variable: &var.name,
+                shown: crate::describe::candidate(config, c, i),
+                kept,
+                checks,
+                drained: state.is_drained(&var.name, addr),
+            });
         }
-    }
-    let mut f = family(
-        &mut out,
-        "candidate_last_check_up",
-        "gauge",
-        "Result of the candidate's last check: 1 answered, 0 did not.",
-    );
-    for (c, var, fam) in &candidates {
-        for (define, cand, kept, _) in fam {
-            if let Some(last) = kept.and_then(|k| k.last.as_ref()) {
-                f.sample(
-                    "candidate_last_check_up",
-                    &[
-                        ("define", define),
-                        ("variable", var),
-                        ("family", c.family.suffix()),
-                        ("candidate", cand),
-                    ],
-                    u8::from(last.up),
-                );
-            }
-        }
-    }
-    let mut f = family(
-        &mut out,
-        "candidate_last_check_latency_seconds",
-        "gauge",
-        "Connect time of the candidate's last check that answered.",
-    );
-    for (c, var, fam) in &candidates {
-        for (define, cand, kept, _) in fam {
-            if let Some(ms) = kept
-                .and_then(|k| k.last.as_ref())
-                .and_then(|l| l.latency_ms)
-            {
-                f.sample(
-                    "candidate_last_check_latency_seconds",
-                    &[
-                        ("define", define),
-                        ("variable", var),
-                        ("family", c.family.suffix()),
-                        ("candidate", cand),
-                    ],
-                    ms / 1e3,
-                );
-            }
-        }
-    }
-    let mut f = family(
-        &mut out,
-        "candidate_last_check_timestamp_seconds",
-        "gauge",
-        "Unix time of the candidate's last check.",
-    );
-    for (c, var, fam) in &candidates {
-        for (define, cand, kept, _) in fam {
-            if let Some(last) = kept.and_then(|k| k.last.as_ref()) {
-                f.sample(
-                    "candidate_last_check_timestamp_seconds",
-                    &[
-                        ("define", define),
-                        ("variable", var),
-                        ("family", c.family.suffix()),
-                        ("candidate", cand),
-                    ],
-                    last.at,
-                );
-            }
-        }
-    }
-    let mut f = family(
-        &mut out,
-        "candidate_checks_total",
-        "counter",
-        "Checks of the candidate by result (up: answered, down: refused, timed out or failed).",
-    );
-    for (c, var, fam) in &candidates {
-        for (define, cand, _, checks) in fam {
-            for (result, n) in [("up", checks[0]), ("down", checks[1])] {
-                f.sample(
-                    "candidate_checks_total",
-                    &[
-                        ("define", define),
-                        ("variable", var),
-                        ("family", c.family.suffix()),
-                        ("candidate", cand),
-                        ("result", result),
-                    ],
-                    n,
-                );
-            }
-        }
-    }
-    let mut f = family(
-        &mut out,
-        "define_status",
-        "gauge",
-        "Where each define stands: 1 for its current status (preferred, failed_over, all_down), \
-         0 for the others.",
-    );
-    for (c, var, _) in &candidates {
-        let Some(current) = status(c, run) else {
-            continue;
-        };
-        let define = c.define(config);
-        for s in ["preferred", "failed_over", "all_down"] {
-            f.sample(
-                "define_status",
-                &[
-                    ("define", &define),
-                    ("variable", var),
-                    ("family", c.family.suffix()),
-                    ("status", s),
-                ],
-                u8::from(s == current),
-            );
-        }
-    }
-    let mut f = family(
-        &mut out,
-        "define_standby_missing",
-        "gauge",
-        "1 if every other candidate of the define is down or drained (no healthy standby), \
-         0 if one is up; only for defines with two or more candidates and warn_no_standby on.",
-    );
-    for (c, var, fam) in &candidates {
-        let config_var = &config.variables[c.variable];
-        if fam.len() < 2 || !config_var.policy.warn_no_standby {
-            continue;
-        }
-        f.sample(
-            "define_standby_missing",
-            &[
-                ("define", &c.define(config)),
-                ("variable", var),
-                ("family", c.family.suffix()),
-            ],
-            u8::from(super::missing_standby(config, c, run, state).is_some()),
-        );
-    }
-    let mut f = family(
-        &mut out,
-        "candidate_drained",
-        "gauge",
-        "1 if the candidate is drained (taken out by `nftables-failover drain`), else 0.",
-    );
-    for (c, var, fam) in &candidates {
-        let addrs = config.variables[c.variable].addrs(c.family);
-        for (i, (define, cand, _, _)) in fam.iter().enumerate() {
-            f.sample(
-                "candidate_drained",
-                &[
-                    ("define", define),
-                    ("variable", var),
-                    ("family", c.family.suffix()),
-                    ("candidate", cand),
-                ],
-                u8::from(state.is_drained(var, &addrs[i])),
-            );
-        }
-    }
-    family(
-        &mut out,
-        "run_duration_seconds",
-        "gauge",
-        "How long the last run took, from start to writing this file.",
-    )
-    .sample(
-        "run_duration_seconds",
-        &[],
-        run.started.elapsed().as_secs_f64(),
-    );
-    family(
-        &mut out,
-        "last_run_timestamp_seconds",
-        "gauge",
-        "Unix time of the last run.",
-    )
-    .sample("last_run_timestamp_seconds", &[], now);
-    if let Some(at) = p.last_ok_apply_at {
-        family(
-            &mut out,
-            "last_successful_apply_timestamp_seconds",
-            "gauge",
-            "Unix time of the last apply that went through.",
-        )
-        .sample("last_successful_apply_timestamp_seconds", &[], at);
-    }
-    for (name, help, n) in [
-        (
-            "reloads_total",
-            "Applies that installed a changed include and reloaded nftables.",
-            p.reloads,
-        ),
-        (
-            "live_updates_total",
-            "Applies that updated table inet nftables_failover live, without a reload.",
-            p.live_updates,
-        ),
-        (
-            "apply_failures_total",
-            "Applies that failed; the previous include was kept.",
-            p.apply_failures,
-        ),
-        (
-            "hook_failures_total",
-            "on_change hook runs that failed or timed out.",
-            p.hook_failures,
-        ),
-        (
-            "mqtt_failures_total",
-            "MQTT publishes that failed or timed out.",
-            p.mqtt_failures,
-        ),
-    ] {
-        family(&mut out, name, "counter", help).sample(name, &[], n);
     }
     out
 }
