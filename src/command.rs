@@ -379,98 +379,148 @@ impl Stream {
 /// own `sudo -T`) makes sudo send the command SIGHUP and SIGTERM, then SIGKILL 2 s later.
 fn supervise(
     mut child: Child,
-    mut streams: Vec<Stream>,
+    streams: Vec<Stream>,
     input: &[u8],
     timeout: Duration,
     interruptible: bool,
 ) -> Done {
-    let pid = child.id() as i32;
-    let deadline = Instant::now() + timeout;
-    let mut stdin: Option<OwnedFd> = child.stdin.take().map(OwnedFd::from);
-    if let Some(fd) = &stdin {
-        set_nonblocking(fd.as_raw_fd());
+    let mut watch = Watch::new(&mut child, streams, timeout, interruptible);
+    while watch.act(Instant::now()) {
+        watch.wait(input);
     }
-    let mut written = 0;
-    let wake = signals::wake_fd().filter(|_| interruptible);
-    let mut ended = None;
-    let mut killed_at = None;
-    let pidfd = match pidfd_open(pid) {
-        Ok(fd) => Some(fd),
-        Err(e) => {
-            ended = Some(Ended::Unwatched(e.to_string()));
-            killpg(pid, libc::SIGTERM);
-            killed_at = Some(Instant::now());
-            None
+    watch.finish(child)
+}
+
+/// A command being supervised: what has happened to it so far, and what is still open.
+struct Watch {
+    pid: i32,
+    deadline: Instant,
+    interruptible: bool,
+    /// Readable once the command's leader has exited (None: no pidfd; stopped at once).
+    pidfd: Option<OwnedFd>,
+    streams: Vec<Stream>,
+    stdin: Option<OwnedFd>,
+    written: usize,
+    /// The stop signals' self-pipe, when a signal may stop the command.
+    wake: Option<i32>,
+    /// Why it was stopped, if it was.
+    ended: Option<Ended>,
+    /// When SIGTERM went to the group; SIGKILL follows after `GRACE`.
+    killed_at: Option<Instant>,
+    exited: bool,
+    /// Once the leader has exited: how long its pipes may still be drained (a process that
+    /// left the group may hold them).
+    drain_until: Option<Instant>,
+}
+
+impl Watch {
+    fn new(
+        child: &mut Child,
+        streams: Vec<Stream>,
+        timeout: Duration,
+        interruptible: bool,
+    ) -> Watch {
+        let pid = child.id() as i32;
+        let stdin = child.stdin.take().map(OwnedFd::from);
+        if let Some(fd) = &stdin {
+            set_nonblocking(fd.as_raw_fd());
         }
-    };
-    let mut exited = false;
-    // Once the leader has exited: how long its pipes may still be drained (a process that left
-    // the group may hold them).
-    let mut drain_until: Option<Instant> = None;
-    loop {
-        let now = Instant::now();
-        if exited {
-            if drain_until.is_none() {
+        let mut watch = Watch {
+            pid,
+            deadline: Instant::now() + timeout,
+            interruptible,
+            pidfd: None,
+            streams,
+            stdin,
+            written: 0,
+            wake: signals::wake_fd().filter(|_| interruptible),
+            ended: None,
+            killed_at: None,
+            exited: false,
+            drain_until: None,
+        };
+        match pidfd_open(pid) {
+            Ok(fd) => watch.pidfd = Some(fd),
+            Err(e) => watch.stop(Ended::Unwatched(e.to_string()), Instant::now()),
+        }
+        watch
+    }
+
+    /// SIGTERM to the group, noting why.
+    fn stop(&mut self, why: Ended, now: Instant) {
+        self.ended = Some(why);
+        killpg(self.pid, libc::SIGTERM);
+        self.killed_at = Some(now);
+    }
+
+    /// Does what is due at `now`; false once there is nothing left to wait for.
+    fn act(&mut self, now: Instant) -> bool {
+        if self.exited {
+            if self.drain_until.is_none() {
                 // The leader has exited but is not reaped yet, so its pid, and with it the
                 // process group id, cannot be reused: whatever else is left in the group gets
                 // SIGKILL. For a command that exited normally that is only leftovers (a hook's
                 // `curl … &`) holding our pipes.
-                killpg(pid, libc::SIGKILL);
-                drain_until = Some(now + GRACE);
+                killpg(self.pid, libc::SIGKILL);
+                self.drain_until = Some(now + GRACE);
             }
-            if streams.iter().all(|s| !s.open) || drain_until.is_some_and(|d| now >= d) {
-                break;
+            return self.streams.iter().any(|s| s.open)
+                && self.drain_until.is_some_and(|d| now < d);
+        }
+        if self.ended.is_none() {
+            if let Some(signal) = signals::received().filter(|_| self.interruptible) {
+                self.stop(Ended::Interrupted(signal), now);
+            } else if now >= self.deadline {
+                self.stop(Ended::TimedOut, now);
             }
-        } else if ended.is_none() {
-            if let Some(signal) = signals::received().filter(|_| interruptible) {
-                ended = Some(Ended::Interrupted(signal));
-            } else if now >= deadline {
-                ended = Some(Ended::TimedOut);
-            }
-            if ended.is_some() {
-                killpg(pid, libc::SIGTERM);
-                killed_at = Some(now);
-            }
-        } else if let Some(at) = killed_at
+        } else if let Some(at) = self.killed_at
             && now >= at + GRACE
         {
-            killpg(pid, libc::SIGKILL);
-            killed_at = None;
-            if pidfd.is_none() {
-                exited = true;
-                continue;
+            killpg(self.pid, libc::SIGKILL);
+            self.killed_at = None;
+            if self.pidfd.is_none() {
+                // Nothing tells of the exit: SIGKILL is as far as it goes.
+                self.exited = true;
             }
         }
-        // The next moment something is due: the deadline, the end of the grace, of the drain.
-        let due = [
-            (ended.is_none() && !exited).then_some(deadline),
-            killed_at.map(|at| at + GRACE),
-            drain_until,
+        true
+    }
+
+    /// The next moment something is due: the deadline, the end of the grace, of the drain.
+    fn due(&self) -> Option<Instant> {
+        [
+            (self.ended.is_none() && !self.exited).then_some(self.deadline),
+            self.killed_at.map(|at| at + GRACE),
+            self.drain_until,
         ]
         .into_iter()
         .flatten()
-        .min();
-        let mut fds = Vec::with_capacity(streams.len() + 3);
-        let mut watch = |fd: i32, events: i16| {
+        .min()
+    }
+
+    /// One `poll(2)` until something happens or is due, and what it found handled.
+    fn wait(&mut self, input: &[u8]) {
+        let mut fds = Vec::with_capacity(self.streams.len() + 3);
+        let mut add = |fd: i32, events: i16| {
             fds.push(libc::pollfd {
                 fd,
                 events,
                 revents: 0,
             })
         };
-        if let Some(fd) = pidfd.as_ref().filter(|_| !exited) {
-            watch(fd.as_raw_fd(), libc::POLLIN);
+        if let Some(fd) = self.pidfd.as_ref().filter(|_| !self.exited) {
+            add(fd.as_raw_fd(), libc::POLLIN);
         }
-        for s in streams.iter().filter(|s| s.open) {
-            watch(s.fd.as_raw_fd(), libc::POLLIN);
+        for s in self.streams.iter().filter(|s| s.open) {
+            add(s.fd.as_raw_fd(), libc::POLLIN);
         }
-        if let Some(fd) = stdin.as_ref().filter(|_| !exited) {
-            watch(fd.as_raw_fd(), libc::POLLOUT);
+        if let Some(fd) = self.stdin.as_ref().filter(|_| !self.exited) {
+            add(fd.as_raw_fd(), libc::POLLOUT);
         }
-        if let Some(fd) = wake.filter(|_| ended.is_none() && !exited) {
-            watch(fd, libc::POLLIN);
+        if let Some(fd) = self.wake.filter(|_| self.ended.is_none() && !self.exited) {
+            add(fd, libc::POLLIN);
         }
-        let wait_ms = due.map_or(-1, |d| {
+        let wait_ms = self.due().map_or(-1, |d| {
             d.saturating_duration_since(Instant::now())
                 .as_micros()
                 .div_ceil(1000)
@@ -478,49 +528,51 @@ fn supervise(
         });
         // SAFETY: `fds` is a live, correctly sized array of pollfd. EINTR just loops.
         unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, wait_ms) };
-        let ready = |fd: i32| {
-            fds.iter().any(|p| {
-                p.fd == fd && p.revents & (libc::POLLIN | libc::POLLHUP | libc::POLLERR) != 0
-            })
-        };
-        if let Some(fd) = &pidfd
-            && !exited
-            && ready(fd.as_raw_fd())
+        let ready =
+            |fd: i32, events: i16| fds.iter().any(|p| p.fd == fd && p.revents & events != 0);
+        let readable = libc::POLLIN | libc::POLLHUP | libc::POLLERR;
+        if let Some(fd) = &self.pidfd
+            && !self.exited
+            && ready(fd.as_raw_fd(), readable)
         {
-            exited = true;
+            self.exited = true;
         }
-        for s in streams.iter_mut().filter(|s| s.open) {
-            if ready(s.fd.as_raw_fd()) {
+        for s in self.streams.iter_mut().filter(|s| s.open) {
+            if ready(s.fd.as_raw_fd(), readable) {
                 s.read();
             }
         }
-        if let Some(fd) = &stdin {
-            let writable = fds.iter().any(|p| p.fd == fd.as_raw_fd() && p.revents != 0);
-            if exited || (writable && !write_some(fd, input, &mut written)) {
+        if let Some(fd) = &self.stdin {
+            let writable = ready(fd.as_raw_fd(), !0);
+            if self.exited || (writable && !write_some(fd, input, &mut self.written)) {
                 // Done, or the reader has gone: closing tells it there is no more.
-                stdin = None;
+                self.stdin = None;
             }
         }
     }
-    drop(stdin);
-    let status = child.wait();
-    // With the leader reaped, the group exists only while other members do; EPERM means some
-    // are alive and not ours to signal.
-    // SAFETY: kill with signal 0 only checks for existence and permission.
-    let survivors = unsafe { libc::kill(-pid, 0) } != 0
-        && std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM);
-    let mut streams = streams.into_iter().map(Stream::into_bytes);
-    let first = streams.next().unwrap_or_default();
-    let stdout = streams.next().unwrap_or_default();
-    let mut output = String::from_utf8_lossy(&first).into_owned();
-    output.push_str(&String::from_utf8_lossy(&stdout));
-    Done {
-        ended: ended.unwrap_or(Ended::Exited),
-        status,
-        output,
-        stdout,
-        pgid: pid,
-        survivors,
+
+    /// Reaps the command and collects what it said.
+    fn finish(self, mut child: Child) -> Done {
+        drop(self.stdin);
+        let status = child.wait();
+        // With the leader reaped, the group exists only while other members do; EPERM means
+        // some are alive and not ours to signal.
+        // SAFETY: kill with signal 0 only checks for existence and permission.
+        let survivors = unsafe { libc::kill(-self.pid, 0) } != 0
+            && std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM);
+        let mut streams = self.streams.into_iter().map(Stream::into_bytes);
+        let first = streams.next().unwrap_or_default();
+        let stdout = streams.next().unwrap_or_default();
+        let mut output = String::from_utf8_lossy(&first).into_owned();
+        output.push_str(&String::from_utf8_lossy(&stdout));
+        Done {
+            ended: self.ended.unwrap_or(Ended::Exited),
+            status,
+            output,
+            stdout,
+            pgid: self.pid,
+            survivors,
+        }
     }
 }
 

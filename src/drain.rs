@@ -4,6 +4,7 @@
 
 use crate::cli::DrainArgs;
 use crate::cli::{EXIT_FAILED, EXIT_OK, EXIT_USAGE};
+use crate::config::{Config, Variable};
 use crate::model::{State, VERSION};
 use crate::options::Options;
 use crate::state::{self, LoadProblem};
@@ -40,34 +41,8 @@ pub fn main(opts: &Options, args: &DrainArgs, drain: bool) -> u8 {
 fn change(opts: &Options, args: &DrainArgs, drain: bool) -> Result<String, (u8, String)> {
     let usage = |why: String| (EXIT_USAGE, why);
     let config = files::load_config(&opts.config).map_err(|e| usage(e.to_string()))?;
+    let (var, address) = candidate(opts, &config, args).map_err(usage)?;
     let name = crate::text::shorten(&args.variable, 64);
-    let Some(var) = config.variables.iter().find(|v| v.name == args.variable) else {
-        let names: Vec<&str> = config.variables.iter().map(|v| v.name.as_str()).collect();
-        return Err(usage(format!(
-            "{}: no variable {name:?}; it has: {}",
-            opts.config.display(),
-            crate::text::shorten(&names.join(", "), 200)
-        )));
-    };
-    let shown = crate::text::shorten(&args.address, 64);
-    let address: IpAddr = args.address.parse().map_err(|_| {
-        usage(format!(
-            "{shown:?} is not an IP address; give one of {name}'s candidates"
-        ))
-    })?;
-    if !var.ip4.contains(&address) && !var.ip6.contains(&address) {
-        let listed: Vec<String> = var
-            .ip4
-            .iter()
-            .chain(&var.ip6)
-            .map(IpAddr::to_string)
-            .collect();
-        return Err(usage(format!(
-            "{address} is not a candidate of {name} in {}; its candidates are {}",
-            opts.config.display(),
-            crate::text::shorten(&listed.join(", "), 200)
-        )));
-    }
     let failed = |why: String| (EXIT_FAILED, why);
     let Some(_lock) = files::lock(&opts.output, LOCK_WAIT).map_err(|e| failed(format!("{e:#}")))?
     else {
@@ -136,6 +111,42 @@ fn change(opts: &Options, args: &DrainArgs, drain: bool) -> Result<String, (u8, 
         hand_to_directory_owner(&opts.state);
     }
     Ok(message)
+}
+
+/// The variable and candidate address the command names, or why they are not in the config.
+fn candidate<'a>(
+    opts: &Options,
+    config: &'a Config,
+    args: &DrainArgs,
+) -> Result<(&'a Variable, IpAddr), String> {
+    let name = crate::text::shorten(&args.variable, 64);
+    let Some(var) = config.variables.iter().find(|v| v.name == args.variable) else {
+        let names: Vec<&str> = config.variables.iter().map(|v| v.name.as_str()).collect();
+        return Err(format!(
+            "{}: no variable {name:?}; it has: {}",
+            opts.config.display(),
+            crate::text::shorten(&names.join(", "), 200)
+        ));
+    };
+    let shown = crate::text::shorten(&args.address, 64);
+    let address: IpAddr = args
+        .address
+        .parse()
+        .map_err(|_| format!("{shown:?} is not an IP address; give one of {name}'s candidates"))?;
+    if !var.ip4.contains(&address) && !var.ip6.contains(&address) {
+        let listed: Vec<String> = var
+            .ip4
+            .iter()
+            .chain(&var.ip6)
+            .map(IpAddr::to_string)
+            .collect();
+        return Err(format!(
+            "{address} is not a candidate of {name} in {}; its candidates are {}",
+            opts.config.display(),
+            crate::text::shorten(&listed.join(", "), 200)
+        ));
+    }
+    Ok((var, address))
 }
 
 /// A state file that root created goes to the owner of its directory (the service user), so

@@ -4,7 +4,7 @@
 use crate::apply;
 use crate::cli::StatusArgs;
 use crate::clock::unix_now;
-use crate::config::Config;
+use crate::config::{Config, Variable};
 use crate::describe::{candidate, reason_text};
 use crate::evaluate;
 use crate::model::{ApplyOutcome, Choice, FamilyState, Level, State};
@@ -260,41 +260,7 @@ pub fn report(
             let (status, reason) = judge(config, c, fam, &drained);
             (status, reason, c.rendered.clone(), c.index)
         };
-        let candidates = var
-            .addrs(c.family)
-            .iter()
-            .enumerate()
-            .map(|(i, addr)| {
-                let cs = fam
-                    .and_then(|f| f.candidates.get(i))
-                    .filter(|s| s.address == *addr);
-                let counted = cs.and_then(|s| s.counted);
-                let last = cs.and_then(|s| s.last.as_ref());
-                let age = last.map(|l| now.saturating_sub(l.at));
-                CandidateReport {
-                    address: addr.to_string(),
-                    port: var.port,
-                    value: var.rendered(c.family, i),
-                    state: match (counted, age) {
-                        _ if drained(i) => "drained",
-                        (None, _) | (_, None) => "unknown",
-                        (_, Some(a)) if a > STALE_AFTER_S => "stale",
-                        (Some(k), _) if k.up => "up",
-                        (Some(_), _) => "down",
-                    },
-                    result_age_s: age,
-                    since: counted.map(|k| k.since_ms / 1000),
-                    streak: counted.map_or(0, |k| k.streak),
-                    needed: match counted {
-                        Some(k) if k.up => var.policy.fall,
-                        _ => var.policy.rise,
-                    },
-                    last_check: last.map(|l| l.at),
-                    latency_ms: last.and_then(|l| l.latency_ms),
-                    error: last.and_then(|l| l.error.clone()),
-                }
-            })
-            .collect();
+        let candidates = candidate_reports(var, c, fam, &drained, now);
         defines.push(DefineReport {
             define: var.define(c.family),
             variable: var.name.clone(),
@@ -328,6 +294,50 @@ pub fn report(
         last_apply: None,
         defines,
     }
+}
+
+/// Each candidate of a define as the report shows it.
+fn candidate_reports(
+    var: &Variable,
+    c: &Choice,
+    fam: Option<&FamilyState>,
+    drained: &dyn Fn(usize) -> bool,
+    now: u64,
+) -> Vec<CandidateReport> {
+    var.addrs(c.family)
+        .iter()
+        .enumerate()
+        .map(|(i, addr)| {
+            let cs = fam
+                .and_then(|f| f.candidates.get(i))
+                .filter(|s| s.address == *addr);
+            let counted = cs.and_then(|s| s.counted);
+            let last = cs.and_then(|s| s.last.as_ref());
+            let age = last.map(|l| now.saturating_sub(l.at));
+            CandidateReport {
+                address: addr.to_string(),
+                port: var.port,
+                value: var.rendered(c.family, i),
+                state: match (counted, age) {
+                    _ if drained(i) => "drained",
+                    (None, _) | (_, None) => "unknown",
+                    (_, Some(a)) if a > STALE_AFTER_S => "stale",
+                    (Some(k), _) if k.up => "up",
+                    (Some(_), _) => "down",
+                },
+                result_age_s: age,
+                since: counted.map(|k| k.since_ms / 1000),
+                streak: counted.map_or(0, |k| k.streak),
+                needed: match counted {
+                    Some(k) if k.up => var.policy.fall,
+                    _ => var.policy.rise,
+                },
+                last_check: last.map(|l| l.at),
+                latency_ms: last.and_then(|l| l.latency_ms),
+                error: last.and_then(|l| l.error.clone()),
+            }
+        })
+        .collect()
 }
 
 /// The human-readable report: a monitoring-plugin style first line, then per define its

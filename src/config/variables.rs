@@ -167,19 +167,7 @@ pub fn validate_variable(
     // Escaped: the name comes from the file and must not break the message into lines.
     let at = format!("failover.{}", crate::text::shorten(name, 64));
     let before = problems.len();
-    if name.len() > MAX_NAME {
-        problems.push(format!(
-            "{at}: the variable name is {} bytes long; at most {MAX_NAME} (it names nft defines, \
-             sets and maps)",
-            name.len()
-        ));
-    } else if !is_identifier(name) {
-        problems.push(format!(
-            "{at}: variable name {} is not an nft identifier \
-             (letters, digits and _, not starting with a digit)",
-            crate::text::quoted(name, 64)
-        ));
-    }
+    check_name(name, &at, problems);
     let Json::Object(entries) = body else {
         problems.push(format!(
             "{at}: expected an object with {VARIABLE_KEYS}, found {}",
@@ -197,27 +185,7 @@ pub fn validate_variable(
             problems.push(unknown_key(&at, key, &all_keys()));
         }
     }
-    // With a check, probes go to its targets, so the candidate's own port is not needed.
-    let checked = lookup(entries, "check").is_some() || lookup(entries, "checks").is_some();
-    let port = match lookup(entries, "port") {
-        None if checked => Some(0),
-        None => {
-            problems.push(format!(
-                "{at}: missing \"port\" (the TCP port to check, 1-65535)"
-            ));
-            None
-        }
-        Some(Json::Number(n)) if n.as_u64().is_some_and(|p| (1..=65535).contains(&p)) => {
-            n.as_u64().map(|p| p as u16)
-        }
-        Some(other) => {
-            problems.push(format!(
-                "{at}.port: expected a TCP port number from 1 to 65535, found {}",
-                other.describe()
-            ));
-            None
-        }
-    };
+    let port = port(entries, &at, problems);
     let ip4 = addresses(entries, &at, Family::V4, problems);
     let ip6 = addresses(entries, &at, Family::V6, problems);
     if ip4.is_empty() && ip6.is_empty() && problems.len() == before {
@@ -266,6 +234,47 @@ pub fn validate_variable(
         check_policy(&var, &at, problems);
     }
     (problems.len() == before).then_some(var)
+}
+
+/// The variable's name names nft defines, sets and maps: an identifier of bounded length.
+fn check_name(name: &str, at: &str, problems: &mut Vec<String>) {
+    if name.len() > MAX_NAME {
+        problems.push(format!(
+            "{at}: the variable name is {} bytes long; at most {MAX_NAME} (it names nft defines, \
+             sets and maps)",
+            name.len()
+        ));
+    } else if !is_identifier(name) {
+        problems.push(format!(
+            "{at}: variable name {} is not an nft identifier \
+             (letters, digits and _, not starting with a digit)",
+            crate::text::quoted(name, 64)
+        ));
+    }
+}
+
+/// `port`: the TCP port to check; not needed with a check, whose probes go to its targets.
+fn port(entries: &[(String, Json)], at: &str, problems: &mut Vec<String>) -> Option<u16> {
+    let checked = lookup(entries, "check").is_some() || lookup(entries, "checks").is_some();
+    match lookup(entries, "port") {
+        None if checked => Some(0),
+        None => {
+            problems.push(format!(
+                "{at}: missing \"port\" (the TCP port to check, 1-65535)"
+            ));
+            None
+        }
+        Some(Json::Number(n)) if n.as_u64().is_some_and(|p| (1..=65535).contains(&p)) => {
+            n.as_u64().map(|p| p as u16)
+        }
+        Some(other) => {
+            problems.push(format!(
+                "{at}.port: expected a TCP port number from 1 to 65535, found {}",
+                other.describe()
+            ));
+            None
+        }
+    }
 }
 
 /// `ip4`/`ip6`: a string or a list of strings, each an address of that family.

@@ -7,7 +7,7 @@ use super::{Run, candidate, in_effect, reason_name, status};
 use crate::config::Config;
 use crate::config::publish::Mqtt;
 use crate::log;
-use crate::model::{PublishState, Published, State};
+use crate::model::{Choice, PublishState, Published, State};
 use rumqttc::{
     AsyncClient, Event, MqttOptions, Outgoing, Packet, QoS, TlsConfiguration, Transport,
 };
@@ -148,54 +148,96 @@ pub fn messages(
             })
             .to_string(),
         });
-        let kept = state.variables.get(&var.name).map(|v| v.family(c.family));
-        for (i, addr) in var.addrs(c.family).iter().enumerate() {
-            let cand = crate::describe::candidate(config, c, i);
-            let level = topic_level(&addr.to_string());
-            let ctopic = format!("{topic}/{level}");
-            let cunique = format!("{unique}_{level}");
-            let kept_candidate = kept
-                .and_then(|k| k.candidates.get(i))
-                .filter(|s| s.address == *addr);
-            let counted = kept_candidate.and_then(|s| s.counted.as_ref());
-            let last = kept_candidate.and_then(|s| s.last.as_ref());
-            out.extend(discovery.then(|| {
-                Message {
-                    topic: format!(
-                        "{}/binary_sensor/{}/{define}_{level}/config",
-                        m.discovery_prefix, node.id
-                    ),
-                    payload: json!({
-                        "name": format!("{define} {cand}"),
-                        "unique_id": cunique,
-                        "device_class": "connectivity",
-                        "state_topic": ctopic,
-                        "value_template": "{{ 'ON' if value_json.up else 'OFF' }}",
-                        "json_attributes_topic": ctopic,
-                        "expire_after": expire,
-                        "device": device,
-                        "origin": origin,
-                    })
-                    .to_string(),
-                }
-            }));
-            out.push(Message {
-                topic: ctopic,
-                payload: json!({
-                    "up": counted.map(|c| c.up),
-                    "since": counted.map(|c| c.since_ms / 1000),
-                    "drained": state.is_drained(&var.name, addr),
-                    // Why it is down; not the time of the check, which would make every run
-                    // publish (a state is republished every refresh_s anyway).
-                    "error": last.and_then(|l| l.error.as_deref()),
-                    "candidate": cand,
-                    "in_use": index == Some(i),
-                })
-                .to_string(),
-            });
-        }
+        let shared = Shared {
+            m,
+            node,
+            expire,
+            device: &device,
+            origin: &origin,
+            discovery,
+        };
+        let of = Of {
+            c,
+            define: &define,
+            topic: &topic,
+            unique: &unique,
+            index,
+        };
+        candidate_messages(&mut out, &shared, config, state, &of);
     }
     out
+}
+
+/// What every message of a run shares.
+struct Shared<'a> {
+    m: &'a Mqtt,
+    node: &'a Node,
+    expire: u64,
+    device: &'a serde_json::Value,
+    origin: &'a serde_json::Value,
+    discovery: bool,
+}
+
+/// The define the candidates' messages belong to.
+struct Of<'a> {
+    c: &'a Choice,
+    define: &'a str,
+    topic: &'a str,
+    unique: &'a str,
+    /// The candidate in effect.
+    index: Option<usize>,
+}
+
+/// Per candidate of a define: its health, and a connectivity binary_sensor's discovery config.
+fn candidate_messages(out: &mut Vec<Message>, s: &Shared, config: &Config, state: &State, of: &Of) {
+    let (c, define) = (of.c, of.define);
+    let var = &config.variables[c.variable];
+    let kept = state.variables.get(&var.name).map(|v| v.family(c.family));
+    for (i, addr) in var.addrs(c.family).iter().enumerate() {
+        let cand = crate::describe::candidate(config, c, i);
+        let level = topic_level(&addr.to_string());
+        let ctopic = format!("{}/{level}", of.topic);
+        let cunique = format!("{}_{level}", of.unique);
+        let kept_candidate = kept
+            .and_then(|k| k.candidates.get(i))
+            .filter(|s| s.address == *addr);
+        let counted = kept_candidate.and_then(|s| s.counted.as_ref());
+        let last = kept_candidate.and_then(|s| s.last.as_ref());
+        out.extend(s.discovery.then(|| {
+            Message {
+                topic: format!(
+                    "{}/binary_sensor/{}/{define}_{level}/config",
+                    s.m.discovery_prefix, s.node.id
+                ),
+                payload: json!({
+                    "name": format!("{define} {cand}"),
+                    "unique_id": cunique,
+                    "device_class": "connectivity",
+                    "state_topic": ctopic,
+                    "value_template": "{{ 'ON' if value_json.up else 'OFF' }}",
+                    "json_attributes_topic": ctopic,
+                    "expire_after": s.expire,
+                    "device": s.device,
+                    "origin": s.origin,
+                })
+                .to_string(),
+            }
+        }));
+        out.push(Message {
+            topic: ctopic,
+            payload: json!({
+                "up": counted.map(|c| c.up),
+                "since": counted.map(|c| c.since_ms / 1000),
+                "drained": state.is_drained(&var.name, addr),
+                // Why it is down; not the time of the check, which would make every run
+                // publish (a state is republished every refresh_s anyway).
+                "error": last.and_then(|l| l.error.as_deref()),
+                "candidate": cand,
+                "in_use": of.index == Some(i),
+            })
+            .to_string(),
+        });
+    }
 }
 
 /// What tells a run with something new to publish from one without: the state messages and

@@ -109,7 +109,8 @@ fn live_block_line(line: &str, defines: &HashSet<&str>) -> bool {
     let var = |s: &str| s.strip_prefix('$').is_some_and(|d| defines.contains(d));
     let words: Vec<&str> = line.split(' ').collect();
     match (line.strip_prefix('\t'), words.as_slice()) {
-        _ if line == format!("table inet {TABLE} {{") || line == "}" => true,
+        (None, ["table", "inet", t, "{"]) => *t == TABLE,
+        _ if line == "}" => true,
         (Some("}"), _) => true,
         (Some(inner), _) => {
             let w: Vec<&str> = inner.trim_start_matches('\t').split(' ').collect();

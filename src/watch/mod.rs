@@ -109,17 +109,7 @@ pub async fn main(opts: Options, args: WatchArgs) -> u8 {
                 pace.ask();
             }
             () = tokio::time::sleep_until(due.into()), if running.is_none() => {
-                let started = Instant::now();
-                let cause = pace.start(started);
-                if let Cause::Changes(n) = cause {
-                    log::info(&format!("{n} kernel change(s): running now"));
-                }
-                let (tx, done) = oneshot::channel();
-                let (opts, worker) = (opts.clone(), worker.clone());
-                tokio::spawn(async move {
-                    let _ = tx.send(worker.run(move || run::once(&opts)).await);
-                });
-                running = Some(Running { done, started, cause });
+                running = Some(start(&mut pace, &opts, &worker));
             }
             code = finished(&mut running) => {
                 let run = running.take().expect("a run was under way");
@@ -128,9 +118,9 @@ pub async fn main(opts: Options, args: WatchArgs) -> u8 {
                     break;
                 }
                 if let Some(n) = &notifier {
-                    if !ready {
+                    // READY=1 after the first run: the unit is started once it has acted.
+                    if !std::mem::replace(&mut ready, true) {
                         n.send("READY=1");
-                        ready = true;
                     }
                     n.send(&status_line(code, &run));
                 }
@@ -144,6 +134,25 @@ pub async fn main(opts: Options, args: WatchArgs) -> u8 {
         log::info(&format!("stopped by {}", signals::name(signal)));
     }
     EXIT_OK
+}
+
+/// Starts a run on the worker thread now.
+fn start(pace: &mut Pace, opts: &Arc<Options>, worker: &Arc<Worker>) -> Running {
+    let started = Instant::now();
+    let cause = pace.start(started);
+    if let Cause::Changes(n) = cause {
+        log::info(&format!("{n} kernel change(s): running now"));
+    }
+    let (tx, done) = oneshot::channel();
+    let (opts, worker) = (opts.clone(), worker.clone());
+    tokio::spawn(async move {
+        let _ = tx.send(worker.run(move || run::once(&opts)).await);
+    });
+    Running {
+        done,
+        started,
+        cause,
+    }
 }
 
 /// The exit code of the run under way once it ends; never resolves without one.
