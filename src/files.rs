@@ -11,6 +11,7 @@ use anyhow::{Context, Result, bail};
 use std::fmt;
 use std::fs::{self, File, FileType, OpenOptions};
 use std::io::{ErrorKind, Read, Write};
+use std::os::fd::AsRawFd;
 use std::os::unix::fs::{FileTypeExt, MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -291,6 +292,8 @@ pub fn lock(output: &Path, wait: Duration) -> Result<Option<File>> {
     let path = lock_path(output);
     let file = open_lock(&path)?;
     let deadline = Instant::now() + wait;
+    // Watched before the first try, so that a release between the try and the wait wakes it.
+    let closes = Closes::watch(&path);
     loop {
         match file.try_lock() {
             Ok(()) => return Ok(Some(file)),
@@ -298,13 +301,67 @@ pub fn lock(output: &Path, wait: Duration) -> Result<Option<File>> {
             Err(fs::TryLockError::WouldBlock)
                 if Instant::now() < deadline && crate::signals::received().is_none() =>
             {
-                std::thread::sleep(Duration::from_millis(20))
+                closes.wait(deadline)
             }
             Err(fs::TryLockError::WouldBlock) => return Ok(None),
             Err(fs::TryLockError::Error(e)) => {
                 return Err(e).with_context(|| format!("cannot lock {}", path.display()));
             }
         }
+    }
+}
+
+/// Closes of the lock file, through inotify: a holder releases its lock by closing the file
+/// (or by exiting), so each close is the moment to try again, and the wait needs no clock.
+struct Closes(Option<std::os::fd::OwnedFd>);
+
+impl Closes {
+    fn watch(path: &Path) -> Closes {
+        use std::os::fd::FromRawFd;
+        use std::os::unix::ffi::OsStrExt;
+        let Ok(c_path) = std::ffi::CString::new(path.as_os_str().as_bytes()) else {
+            return Closes(None);
+        };
+        // SAFETY: inotify_init1 takes flags; the fd it returns is owned by nothing else.
+        let fd = unsafe { libc::inotify_init1(libc::IN_CLOEXEC | libc::IN_NONBLOCK) };
+        if fd < 0 {
+            return Closes(None);
+        }
+        // SAFETY: as above.
+        let fd = unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) };
+        // SAFETY: a live inotify descriptor and a NUL-terminated path.
+        let wd =
+            unsafe { libc::inotify_add_watch(fd.as_raw_fd(), c_path.as_ptr(), libc::IN_CLOSE) };
+        Closes((wd >= 0).then_some(fd))
+    }
+
+    /// Blocks until the file is closed by someone, a stop signal arrives, or `deadline`.
+    /// Without inotify (its limits reached), it looks again after a short sleep.
+    fn wait(&self, deadline: Instant) {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let Some(fd) = &self.0 else {
+            std::thread::sleep(left.min(Duration::from_millis(20)));
+            return;
+        };
+        let mut fds = vec![libc::pollfd {
+            fd: fd.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        }];
+        if let Some(wake) = crate::signals::wake_fd() {
+            fds.push(libc::pollfd {
+                fd: wake,
+                events: libc::POLLIN,
+                revents: 0,
+            });
+        }
+        let ms = left.as_micros().div_ceil(1000).min(i32::MAX as u128) as i32;
+        // SAFETY: a live array of pollfds; EINTR just means try again.
+        unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, ms) };
+        // The events themselves say nothing more: drain them.
+        let mut buf = [0u8; 4096];
+        // SAFETY: reads into a local buffer, at most its length, from a non-blocking fd.
+        while unsafe { libc::read(fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len()) } > 0 {}
     }
 }
 
@@ -572,6 +629,28 @@ mod tests {
         assert!(lock(&out, Duration::from_millis(50)).unwrap().is_none());
         drop(held);
         assert!(lock(&out, Duration::ZERO).unwrap().is_some());
+    }
+
+    /// A waiting run gets the lock once the holder lets go, woken by the holder's close; a stop
+    /// signal would end the wait the same way (the signals' pipe is in the same poll).
+    #[test]
+    fn a_waiting_lock_is_taken_when_the_holder_closes_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path().join("failover.nft");
+        let held = lock(&out, Duration::ZERO).unwrap().unwrap();
+        let waiter = {
+            let out = out.clone();
+            std::thread::spawn(move || {
+                let started = Instant::now();
+                let got = lock(&out, Duration::from_secs(20)).unwrap();
+                (got.is_some(), started.elapsed())
+            })
+        };
+        std::thread::sleep(Duration::from_millis(200));
+        drop(held);
+        let (got, took) = waiter.join().unwrap();
+        assert!(got);
+        assert!(took < Duration::from_secs(5), "{took:?}");
     }
 
     #[test]

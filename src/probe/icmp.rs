@@ -14,7 +14,8 @@ use std::collections::HashMap;
 use std::io::{self, ErrorKind};
 use std::mem::MaybeUninit;
 use std::net::{IpAddr, SocketAddr};
-use std::sync::atomic::{AtomicBool, AtomicU16, Ordering};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::sync::atomic::{AtomicU16, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 use tokio::io::unix::AsyncFd;
@@ -124,13 +125,15 @@ struct Waiter {
 /// nothing (`ICMP_FILTER`, checked before the kernel copies a packet), and this socket reads
 /// every echo reply once and hands it to the probe waiting for its source, identifier and
 /// sequence. It reads on a thread of its own, so that replies are taken off its queue while the
-/// runtime's one thread is busy sending thousands of requests.
+/// runtime's one thread is busy sending thousands of requests; the thread sleeps in `poll(2)`
+/// on the socket and a pipe that [`Hub::stop`] writes to, so it wakes for a reply or to end.
 pub struct Hub {
     family: Family,
     sock: Socket,
     /// Per awaited reply: who waits, and the interface it must arrive on (interface paths).
     waiting: Mutex<HashMap<(IpAddr, u16, u16), Waiter>>,
-    stop: AtomicBool,
+    /// Read end and write end of the pipe that ends the reader thread.
+    stop: [OwnedFd; 2],
 }
 
 impl Hub {
@@ -147,7 +150,6 @@ impl Hub {
         let want: libc::c_int = 8 << 20;
         // SAFETY: setsockopt reads one c_int from a live local.
         let forced = unsafe {
-            use std::os::fd::AsRawFd;
             libc::setsockopt(
                 sock.as_raw_fd(),
                 libc::SOL_SOCKET,
@@ -159,12 +161,12 @@ impl Hub {
         if !forced {
             let _ = sock.set_recv_buffer_size(want as usize);
         }
-        sock.set_read_timeout(Some(Duration::from_millis(50)))?;
+        sock.set_nonblocking(true)?;
         let hub = Arc::new(Hub {
             family,
             sock,
             waiting: Mutex::new(HashMap::new()),
-            stop: AtomicBool::new(false),
+            stop: stop_pipe()?,
         });
         let reader = hub.clone();
         std::thread::Builder::new()
@@ -173,38 +175,66 @@ impl Hub {
         Ok(hub)
     }
 
-    /// Ends the reader thread (within its 50 ms read timeout).
+    /// Ends the reader thread: it wakes at once and returns.
     pub fn stop(&self) {
-        self.stop.store(true, Ordering::Relaxed);
+        // SAFETY: one byte from a static to our own pipe; a full pipe already says "stop".
+        unsafe { libc::write(self.stop[1].as_raw_fd(), b"!".as_ptr().cast(), 1) };
+    }
+
+    /// Waits until the socket has a packet (true) or the hub is stopped (false).
+    fn wait(&self) -> bool {
+        let mut fds = [self.sock.as_raw_fd(), self.stop[0].as_raw_fd()].map(|fd| libc::pollfd {
+            fd,
+            events: libc::POLLIN,
+            revents: 0,
+        });
+        // SAFETY: two live pollfds; EINTR just means look again.
+        unsafe { libc::poll(fds.as_mut_ptr(), 2, -1) };
+        fds[1].revents == 0
     }
 
     fn read(&self) {
         let mut buf = [0u8; 1500];
-        while !self.stop.load(Ordering::Relaxed) {
-            let Ok((n, from, ifindex)) = recv_with_ifindex(&self.sock, &mut buf) else {
-                continue; // the read timeout, or an error the next read may not have
-            };
-            let at = Instant::now();
-            let bytes = &buf[..n];
-            let Some((ident, seq)) = reply_ids(self.family, Kind::Raw, bytes) else {
-                continue;
-            };
-            let mut waiting = self.lock();
-            let key = (from, ident, seq);
-            // A reply on another interface than the probe's path is not its reply.
-            if waiting
-                .get(&key)
-                .is_some_and(|w| w.ifindex.is_none_or(|want| Some(want) == ifindex))
-                && let Some(w) = waiting.remove(&key)
-            {
-                let _ = w.tx.send(at);
+        while self.wait() {
+            // Every packet queued so far, then back to waiting.
+            while let Ok((n, from, ifindex)) = recv_with_ifindex(&self.sock, &mut buf) {
+                self.take(&buf[..n], from, ifindex);
             }
+        }
+    }
+
+    /// Hands an echo reply to the probe waiting for it, if one does.
+    fn take(&self, bytes: &[u8], from: IpAddr, ifindex: Option<u32>) {
+        let at = Instant::now();
+        let Some((ident, seq)) = reply_ids(self.family, Kind::Raw, bytes) else {
+            return;
+        };
+        let mut waiting = self.lock();
+        let key = (from, ident, seq);
+        // A reply on another interface than the probe's path is not its reply.
+        if waiting
+            .get(&key)
+            .is_some_and(|w| w.ifindex.is_none_or(|want| Some(want) == ifindex))
+            && let Some(w) = waiting.remove(&key)
+        {
+            let _ = w.tx.send(at);
         }
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<(IpAddr, u16, u16), Waiter>> {
         self.waiting.lock().unwrap_or_else(|e| e.into_inner())
     }
+}
+
+/// A pipe (read end, write end) whose write end wakes a `poll(2)` on its read end.
+fn stop_pipe() -> io::Result<[OwnedFd; 2]> {
+    let mut fds = [-1; 2];
+    // SAFETY: pipe2 fills the two-element array it is given.
+    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC | libc::O_NONBLOCK) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: both descriptors were just created and are owned by nothing else.
+    Ok(fds.map(|fd| unsafe { OwnedFd::from_raw_fd(fd) }))
 }
 
 fn family_reply(family: Family) -> u8 {
@@ -305,7 +335,6 @@ pub async fn echo(
 /// Lets the kernel queue on this raw socket only ICMP messages of type `pass` (`None`: none
 /// at all), with `ICMP_FILTER` / `ICMP6_FILTER`, which are checked before a packet is copied.
 fn set_filter(sock: &Socket, family: Family, pass: Option<u8>) -> io::Result<()> {
-    use std::os::fd::AsRawFd;
     // linux/icmp.h ICMP_FILTER (level SOL_RAW, 32 types), linux/icmpv6.h ICMPV6_FILTER (level
     // IPPROTO_ICMPV6, 256 types): a bit set per type blocks it.
     const SOL_RAW: libc::c_int = 255;
@@ -384,7 +413,6 @@ fn reply_ids(family: Family, kind: Kind, bytes: &[u8]) -> Option<(u16, u16)> {
 
 /// Asks the kernel to tell on which interface each packet arrived (IP_PKTINFO, IPV6_PKTINFO).
 fn set_pktinfo(sock: &Socket, family: Family) -> io::Result<()> {
-    use std::os::fd::AsRawFd;
     let on: libc::c_int = 1;
     let (level, name) = match family {
         Family::V4 => (libc::IPPROTO_IP, libc::IP_PKTINFO),
@@ -409,7 +437,6 @@ fn set_pktinfo(sock: &Socket, family: Family) -> io::Result<()> {
 
 /// Receives one packet: its length, its source address, and the interface it arrived on.
 fn recv_with_ifindex(sock: &Socket, buf: &mut [u8]) -> io::Result<(usize, IpAddr, Option<u32>)> {
-    use std::os::fd::AsRawFd;
     let mut from: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
     let mut control = [0u64; 16];
     let mut iov = libc::iovec {
