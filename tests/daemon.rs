@@ -59,15 +59,21 @@ impl Watcher {
         fs::read_to_string(&self.log).unwrap_or_default()
     }
 
-    fn threads(&self) -> usize {
+    /// A number from the watcher's /proc/PID/status, e.g. `Threads` or `VmRSS` (in KiB).
+    fn status(&self, field: &str) -> u64 {
         let status = fs::read_to_string(format!("/proc/{}/status", self.pid())).unwrap();
         status
             .lines()
-            .find_map(|l| l.strip_prefix("Threads:"))
-            .unwrap()
+            .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
+            .unwrap_or_else(|| panic!("no {field} in {status}"))
             .trim()
+            .trim_end_matches(" kB")
             .parse()
             .unwrap()
+    }
+
+    fn threads(&self) -> u64 {
+        self.status("Threads")
     }
 
     fn fds(&self) -> usize {
@@ -77,15 +83,7 @@ impl Watcher {
     }
 
     fn rss_kib(&self) -> u64 {
-        let status = fs::read_to_string(format!("/proc/{}/status", self.pid())).unwrap();
-        status
-            .lines()
-            .find_map(|l| l.strip_prefix("VmRSS:"))
-            .unwrap()
-            .trim()
-            .trim_end_matches(" kB")
-            .parse()
-            .unwrap()
+        self.status("VmRSS")
     }
 
     fn signal(&self, signal: i32) {
