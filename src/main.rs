@@ -7,8 +7,8 @@ use std::process::ExitCode;
 fn main() -> ExitCode {
     let cli = Cli::parse();
     log::set_verbosity(cli.quiet, cli.verbose);
-    // The process's one runtime (see runtime.rs): this thread drives it to the end, the
-    // synchronous work runs on a worker thread beside it.
+    // The process's one runtime (see runtime.rs). A run, `status` and the other one-shot
+    // commands run on this thread and drive it as they need it; `watch` lives on it.
     let runtime = match runtime::build() {
         Ok(r) => r,
         Err(e) => {
@@ -17,20 +17,10 @@ fn main() -> ExitCode {
         }
     };
     let opts = cli.options();
-    let code = runtime.block_on(async move {
-        if let Some(Command::Watch(args)) = cli.command {
-            return watch::main(opts, args).await;
-        }
-        match runtime::Worker::start("run") {
-            Ok(worker) => worker.run(move || dispatch(cli.command, &opts)).await,
-            Err(e) => {
-                log::error(&format!("cannot start a thread: {e}"));
-                EXIT_FAILED
-            }
-        }
-    });
-    // Do not wait for a name lookup (MQTT) still running on a blocking thread.
-    runtime.shutdown_background();
+    let code = match cli.command {
+        Some(Command::Watch(args)) => runtime.block_on(watch::main(opts, args)),
+        command => dispatch(command, &opts),
+    };
     ExitCode::from(code)
 }
 

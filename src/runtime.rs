@@ -1,28 +1,35 @@
 //! The process's one tokio runtime: probes, netlink, MQTT and `watch` all run on it.
 //!
-//! The entry point builds it ([`build`]) and keeps its own thread inside `Runtime::block_on`
-//! for the life of the process, so the runtime's I/O and timers are always driven: tasks (a
-//! run's checks still in flight, the watcher's netlink subscription, its watchdog) go on while
-//! synchronous work, such as an apply waiting for `nft`, runs on a blocking thread. That
-//! synchronous work reaches async code through [`block_on`].
+//! The entry point builds it ([`build`]); synchronous code reaches async code through
+//! [`block_on`], which drives the runtime on the calling thread when no other thread does (a
+//! timer run, `status`: one thread does everything, which keeps a run cheap), and otherwise
+//! polls its future there while the thread driving the runtime does the I/O (a run of
+//! `watch` on its [`Worker`], while the watcher's loop holds the runtime).
 
 use std::future::Future;
+use std::sync::OnceLock;
 
-/// One thread is plenty: the work is waiting on sockets, and it keeps a run cheap.
-pub fn build() -> std::io::Result<tokio::runtime::Runtime> {
-    tokio::runtime::Builder::new_current_thread()
+static RUNTIME: OnceLock<tokio::runtime::Runtime> = OnceLock::new();
+
+/// Builds the process's runtime, once. One thread is plenty: the work is waiting on sockets.
+pub fn build() -> std::io::Result<&'static tokio::runtime::Runtime> {
+    if let Some(runtime) = RUNTIME.get() {
+        return Ok(runtime);
+    }
+    let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
-        .build()
+        .build()?;
+    Ok(RUNTIME.get_or_init(|| runtime))
 }
 
-/// Runs `future` to completion from synchronous code on one of the runtime's blocking threads
-/// (see `spawn_blocking` in `main`), while the entry point's thread drives its I/O and timers.
+/// Runs `future` to completion from synchronous code.
 ///
 /// # Panics
-/// Outside the runtime, or on its own thread: both are programming errors.
+/// Before [`build`], or inside an async task: both are programming errors.
 pub fn block_on<F: Future>(future: F) -> F::Output {
-    tokio::runtime::Handle::try_current()
-        .expect("synchronous code runs on the runtime's blocking threads (see main)")
+    RUNTIME
+        .get()
+        .expect("the entry point builds the runtime first (runtime::build)")
         .block_on(future)
 }
 

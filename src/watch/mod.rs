@@ -20,7 +20,6 @@ use pace::{Cause, Pace};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
-use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::oneshot;
 
 /// The longest a run may take before the watchdog stops being fed: far above any correct run
@@ -54,7 +53,7 @@ pub async fn main(opts: Options, args: WatchArgs) -> u8 {
             return EXIT_FAILED;
         }
     };
-    let (mut hangup, worker) = match (signal(SignalKind::hangup()), Worker::start("run")) {
+    let (mut hangup, worker) = match (signals::Hangups::catch(), Worker::start("run")) {
         (Ok(h), Ok(w)) => (h, Arc::new(w)),
         (Err(e), _) | (_, Err(e)) => {
             log::error(&format!("cannot start watching: {e}"));
@@ -100,7 +99,7 @@ pub async fn main(opts: Options, args: WatchArgs) -> u8 {
                 log::debug(&format!("kernel: {}", change.what));
                 pace.change(Instant::now());
             }
-            _ = hangup.recv() => {
+            () = hangup.recv() => {
                 log::info(&format!(
                     "SIGHUP: re-reading {} and running {}",
                     opts.config.display(),
