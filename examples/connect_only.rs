@@ -10,7 +10,10 @@ use std::time::Duration;
 
 fn main() {
     let mut args = std::env::args().skip(1);
-    let port: u16 = args.next().and_then(|p| p.parse().ok()).expect("PORT first");
+    let port: u16 = args
+        .next()
+        .and_then(|p| p.parse().ok())
+        .expect("PORT first");
     let targets: Vec<SocketAddr> = args
         .map(|a| SocketAddr::new(a.parse::<IpAddr>().expect("an address"), port))
         .collect();

@@ -241,23 +241,26 @@ pub struct StatusArgs {
 }
 
 impl Cli {
-    /// The options below the entry point work with, built once.
-    pub fn options(&self) -> Options {
-        Options {
-            config: self.config.clone(),
-            output: self.output.clone(),
-            state: self.state.clone(),
-            addon_dir: self.addon_dir.clone(),
-            base_dir: self.base_dir.clone(),
-            main_config: self.main_config.clone(),
-            nft: self.nft.clone(),
-            stage_dir: self.stage_dir.clone(),
-            reload: crate::command::parse_command_line(&self.reload_command)
-                .map_err(|e| format!("--reload-command {:?}: {e}", self.reload_command)),
+    /// The subcommand, and the options below the entry point work with (built once; the
+    /// parsed arguments are moved, not copied).
+    pub fn into_parts(self) -> (Option<Command>, Options) {
+        let reload = crate::command::parse_command_line(&self.reload_command)
+            .map_err(|e| format!("--reload-command {:?}: {e}", self.reload_command));
+        let options = Options {
+            config: self.config,
+            output: self.output,
+            state: self.state,
+            addon_dir: self.addon_dir,
+            base_dir: self.base_dir,
+            main_config: self.main_config,
+            nft: self.nft,
+            stage_dir: self.stage_dir,
+            reload,
             timeout: self.timeout,
             command_timeout: self.command_timeout,
             dry_run: self.dry_run,
-        }
+        };
+        (self.command, options)
     }
 }
 

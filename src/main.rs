@@ -16,8 +16,8 @@ fn main() -> ExitCode {
             return ExitCode::from(EXIT_FAILED);
         }
     };
-    let opts = cli.options();
-    let code = match cli.command {
+    let (command, opts) = cli.into_parts();
+    let code = match command {
         Some(Command::Watch(args)) => runtime.block_on(watch::main(opts, args)),
         command => dispatch(command, &opts),
     };

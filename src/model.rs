@@ -123,8 +123,8 @@ pub struct Choice {
 
 impl Choice {
     /// The define this choice renders: `NAME_v4`, `NAME_v6`.
-    pub fn define(&self, config: &Config) -> String {
-        config.variables[self.variable].define(self.family)
+    pub fn define<'a>(&self, config: &'a Config) -> crate::config::variables::DefineName<'a> {
+        config.variables[self.variable].define_name(self.family)
     }
 }
 

@@ -9,6 +9,7 @@ use crate::model::{
 use crate::policy::{self, Pick, Seen};
 use std::cell::RefCell;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::fmt::Write as _;
 use std::net::IpAddr;
 
 /// Everything a decision depends on besides this run's results: per variable and family the
@@ -55,6 +56,8 @@ impl<'a> Inputs<'a> {
         let mut families = Vec::with_capacity(config.variables.len());
         let mut fingerprints = Vec::with_capacity(config.variables.len());
         let mut drained = BTreeMap::new();
+        // One buffer for every define's name: a lookup key, not worth an allocation each.
+        let mut define = String::new();
         for var in &config.variables {
             let fingerprint = var.fingerprint();
             // Counters describe address:port; a new port makes them meaningless. A state file
@@ -74,7 +77,8 @@ impl<'a> Inputs<'a> {
                 .copied()
                 .collect();
             families.push(PerFamily::from_fn(|family| {
-                let define = var.define(family);
+                define.clear();
+                let _ = write!(define, "{}", var.define_name(family));
                 let mut inputs = family_inputs(
                     var,
                     family,

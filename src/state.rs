@@ -28,6 +28,13 @@ pub fn load(path: &Path) -> Result<State, LoadProblem> {
             )));
         }
     };
+    // The common case, a state this build wrote, in one pass; anything else (an older format
+    // to migrate, or a broken file to describe) through a generic document.
+    if let Ok(s) = serde_json::from_slice::<State>(&text)
+        && s.version == VERSION
+    {
+        return Ok(s);
+    }
     let mut doc: serde_json::Value = serde_json::from_slice(&text)
         .map_err(|e| LoadProblem::Unusable(format!("it is not valid state: {e}")))?;
     if doc.get("version").and_then(serde_json::Value::as_u64) == Some(1) {

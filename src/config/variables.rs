@@ -23,10 +23,31 @@ pub struct Variable {
     pub uplink: check::Uplink,
 }
 
+/// A define's name, `NAME_v4` or `NAME_v6` (see [`Variable::define_name`]).
+#[derive(Debug, Clone, Copy)]
+pub struct DefineName<'a> {
+    variable: &'a str,
+    family: Family,
+}
+
+impl std::fmt::Display for DefineName<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        write!(f, "{}_{}", self.variable, self.family.suffix())
+    }
+}
+
 impl Variable {
     /// The name of the define this variable renders for `family`: `NAME_v4`, `NAME_v6`.
     pub fn define(&self, family: Family) -> String {
-        format!("{}_{}", self.name, family.suffix())
+        self.define_name(family).to_string()
+    }
+
+    /// The same name, to be written without a String of its own.
+    pub fn define_name(&self, family: Family) -> DefineName<'_> {
+        DefineName {
+            variable: &self.name,
+            family,
+        }
     }
 
     pub fn addrs(&self, family: Family) -> &[IpAddr] {

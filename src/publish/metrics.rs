@@ -86,7 +86,7 @@ fn single(value: f64) -> Vec<Sample> {
 /// The defines' labels, for define-level families: one per define with a reason.
 fn define_labels(ctx: &Ctx, c: &Choice) -> Vec<(&'static str, String)> {
     vec![
-        ("define", c.define(ctx.config)),
+        ("define", c.define(ctx.config).to_string()),
         ("variable", ctx.config.variables[c.variable].name.clone()),
         ("family", c.family.suffix().to_string()),
     ]
@@ -302,7 +302,7 @@ fn candidates<'a>(config: &'a Config, run: &'a Run, state: &'a State) -> Vec<Can
     let mut out = Vec::new();
     for c in run.choices {
         let var = &config.variables[c.variable];
-        let define = c.define(config);
+        let define = c.define(config).to_string();
         for (i, addr) in var.addrs(c.family).iter().enumerate() {
             let kept = state
                 .variables

@@ -75,7 +75,7 @@ fn count(p: &mut PublishState, config: &Config, run: &Run, track_since: bool, no
     let mut checks = BTreeMap::new();
     for c in run.choices {
         let var = &config.variables[c.variable];
-        let define = c.define(config);
+        let define = c.define(config).to_string();
         for (i, outcome) in run.results[c.variable][c.family].iter().enumerate() {
             let key = format!("{define} {}", var.addrs(c.family)[i]);
             let mut n = p.checks.get(&key).copied().unwrap_or_default();
@@ -95,7 +95,7 @@ fn count(p: &mut PublishState, config: &Config, run: &Run, track_since: bool, no
             let Some(value) = in_effect(c, run) else {
                 continue;
             };
-            let define = c.define(config);
+            let define = c.define(config).to_string();
             let at = match p.since.get(&define) {
                 Some(s) if s.value == value => s.at,
                 _ => now,
@@ -180,7 +180,7 @@ pub fn changes(config: &Config, choices: &[Choice]) -> Vec<Change> {
         .iter()
         .filter(|c| c.effective.as_deref() != Some(c.rendered.as_str()))
         .map(|c| Change {
-            define: c.define(config),
+            define: c.define(config).to_string(),
             variable: config.variables[c.variable].name.clone(),
             family: c.family.suffix(),
             old: c.effective.clone(),

@@ -106,7 +106,7 @@ pub fn messages(
         if var.addrs(c.family).is_empty() {
             continue;
         }
-        let define = c.define(config);
+        let define = c.define(config).to_string();
         let topic = format!("{base}/{define}");
         let unique = format!("nftables_failover_{}_{define}", node.id);
         let value = in_effect(c, run);

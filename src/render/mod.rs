@@ -27,8 +27,8 @@ pub fn include(config: &Config, choices: &[Choice]) -> String {
     for c in choices {
         let var = &config.variables[c.variable];
         if config::is_identifier(&var.name) && is_literal(&c.rendered) {
-            let name = var.define(c.family);
-            let _ = writeln!(defines, "{}", Define::new(&name, &c.rendered));
+            let define = Define::new(var.define_name(c.family), c.rendered.as_str());
+            let _ = writeln!(defines, "{define}");
         }
     }
     defines.push_str(&live::declarations(&live::objects(config, choices)));
@@ -135,16 +135,18 @@ fn live_block_line(line: &str, defines: &HashSet<&str>) -> bool {
 /// One `define NAME = VALUE` line of an include: how [`include`] writes it and how it is read
 /// back (the value as written, untrimmed).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Define<'a> {
-    pub name: &'a str,
+pub struct Define<'a, N = &'a str> {
+    pub name: N,
     pub value: &'a str,
 }
 
-impl<'a> Define<'a> {
-    pub fn new(name: &'a str, value: &'a str) -> Define<'a> {
+impl<'a, N: std::fmt::Display> Define<'a, N> {
+    pub fn new(name: N, value: &'a str) -> Define<'a, N> {
         Define { name, value }
     }
+}
 
+impl<'a> Define<'a> {
     /// The line's name and value, if it is a define line.
     pub fn parse(line: &'a str) -> Option<Define<'a>> {
         let (name, value) = line.strip_prefix("define ")?.split_once(" = ")?;
@@ -152,7 +154,7 @@ impl<'a> Define<'a> {
     }
 }
 
-impl std::fmt::Display for Define<'_> {
+impl<N: std::fmt::Display> std::fmt::Display for Define<'_, N> {
     fn fmt(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
         write!(f, "define {} = {}", self.name, self.value)
     }

@@ -28,7 +28,8 @@ pub struct Applied {
 
 /// Applies the decided change, or keeps what is in effect in step when nothing changed.
 pub fn apply_stage(opts: &Options, p: &Prepared, d: &mut Decided, started: Instant) -> Applied {
-    let mut state = d.eval.state.clone();
+    // The evaluation's state moves on to be saved; nothing reads it from `d` after this.
+    let mut state = std::mem::take(&mut d.eval.state);
     state.last_apply = p.previous.last_apply.clone();
     state.clock = Some(p.clocks.clone());
     // Variables in live mode (docs/live-mode.md); empty unless the config opts in.

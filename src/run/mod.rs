@@ -219,7 +219,7 @@ fn finish(opts: &Options, p: &Prepared, mut d: Decided, mut a: Applied, started:
             report::log_late(&p.config, &d.eval.choices, &d.eval.results, &all);
             all
         }
-        None => d.eval.results.clone(),
+        None => std::mem::take(&mut d.eval.results),
     };
     let done = publish::Run {
         choices: &d.eval.choices,
