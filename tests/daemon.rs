@@ -148,9 +148,43 @@ impl Drop for Sweeper {
     }
 }
 
-/// A hook that leaves `sleep 100000 &` holding its output pipe, 100 applies under one watcher:
-/// every apply and every hook run happens, the watcher's threads and descriptors stay flat,
-/// and no sleep is left.
+/// A pids cgroup of at most `max` tasks (threads and processes), removed on drop: the
+/// watcher's unit has `TasksMax=32`.
+struct TaskLimit(std::path::PathBuf);
+
+impl TaskLimit {
+    fn new(max: u32) -> TaskLimit {
+        let name = format!("nftables-failover-test-{}", std::process::id());
+        // cgroup v1's pids hierarchy, or cgroup v2 where the pids controller is enabled.
+        let dir = ["/sys/fs/cgroup/pids", "/sys/fs/cgroup"]
+            .iter()
+            .map(|root| std::path::Path::new(root).join(&name))
+            .find(|dir| fs::create_dir(dir).is_ok() && dir.join("pids.max").exists())
+            .expect("a pids cgroup (cgroup v1 pids, or v2 with the pids controller) to limit the watcher's tasks");
+        fs::write(dir.join("pids.max"), max.to_string()).unwrap();
+        TaskLimit(dir)
+    }
+
+    fn enter(&self, pid: u32) {
+        fs::write(self.0.join("cgroup.procs"), pid.to_string()).unwrap();
+    }
+}
+
+impl Drop for TaskLimit {
+    fn drop(&mut self) {
+        // Whatever is still in it (a failed test's leftovers) is this test's own.
+        let procs = fs::read_to_string(self.0.join("cgroup.procs")).unwrap_or_default();
+        for pid in procs.lines().filter_map(|l| l.parse::<i32>().ok()) {
+            // SAFETY: a process in this test's own cgroup.
+            unsafe { libc::kill(pid, libc::SIGKILL) };
+        }
+        let _ = wait_until(Duration::from_secs(5), || fs::remove_dir(&self.0).is_ok());
+    }
+}
+
+/// A hook that leaves `sleep 100000 &` holding its output pipe, 100 applies under one watcher
+/// limited to 32 tasks like its unit: every apply and every hook run happens, the watcher's
+/// threads and descriptors stay flat, and no sleep is left.
 #[test]
 fn what_a_hook_leaves_behind_dies_with_it_and_the_watcher_stays_flat() {
     in_netns(|| {
@@ -164,7 +198,9 @@ fn what_a_hook_leaves_behind_dies_with_it_and_the_watcher_stays_flat() {
             serde_json::to_string(&script).unwrap()
         )));
         f.write_main(&format!("  ip daddr $web_v4 tcp dport {PORT} accept"));
+        let limit = TaskLimit::new(32);
         let w = Watcher::start(&f, "60s");
+        limit.enter(w.pid());
         wait_for_define(&f, &w, PRIMARY, Duration::from_secs(20));
         let hook_runs = || {
             fs::read_to_string(&count)
@@ -210,6 +246,7 @@ fn what_a_hook_leaves_behind_dies_with_it_and_the_watcher_stays_flat() {
         assert!(!log.contains("failed"), "{log}");
         assert!(ruleset().contains(&format!("ip daddr {PRIMARY} tcp dport {PORT}")));
         assert_eq!(w.stop(), 0);
+        drop(limit);
     });
 }
 
