@@ -191,9 +191,9 @@ pub enum Command {
     ///
     /// It is still checked, and `status`, the metrics and MQTT show it as drained. If it is in
     /// effect, the next run moves the variable to the best other candidate at once (with all
-    /// others down, the all-down policy applies). Survives restarts and reboots (it is kept in
-    /// the state file). Run it as root or as the service user; it holds the run lock while it
-    /// writes, so it never races a run.
+    /// others down, the all-down policy applies). Survives restarts, reboots and a lost state (it
+    /// is kept in drains.json beside the state file, written durably). Run it as root or as the
+    /// service user; it holds the run lock while it writes, so it never races a run.
     Drain(DrainArgs),
     /// Put a drained candidate back: it returns under the usual `rise` and preempt rules, its
     /// history starting over as if it were new.

@@ -1,14 +1,14 @@
 //! `nftables-failover drain` / `undrain`: take a candidate out for maintenance and put it back,
-//! without editing the config. The drain is kept in the state file, written under the run lock
-//! so a run in progress never overwrites it.
+//! without editing the config. The drain is kept in `drains.json` beside the state file (see
+//! `drains`), written durably under the run lock.
 
 use crate::cli::DrainArgs;
 use crate::cli::{EXIT_FAILED, EXIT_OK, EXIT_USAGE};
 use crate::config::{Config, Variable};
-use crate::model::{State, VERSION};
+use crate::model::State;
 use crate::options::Options;
 use crate::state::{self, LoadProblem};
-use crate::{files, log};
+use crate::{drains, files, log};
 use std::net::IpAddr;
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
@@ -51,66 +51,87 @@ fn change(opts: &Options, args: &DrainArgs, drain: bool) -> Result<String, (u8, 
             files::lock_path(&opts.output).display()
         )));
     };
+    let path = drains::path_beside(&opts.state);
+    // Never replace a list of drains this build cannot read: it may hold someone's drain.
+    let mut drained = drains::load(&path).map_err(|why| {
+        failed(format!(
+            "{why}; fix or remove it, then {} again",
+            verb(drain)
+        ))
+    })?;
+    // Drains from before drains.json, kept in the state alone, move to it now.
     let mut st = match state::load(&opts.state) {
-        Ok(s) => s,
-        Err(LoadProblem::Missing) => State {
-            version: VERSION,
-            ..State::default()
-        },
-        // Never replace a state file this build cannot read: it may be newer, or someone's.
+        Ok(s) => Some(s),
+        Err(LoadProblem::Missing) => None,
         Err(LoadProblem::Unusable(why)) => {
-            return Err(failed(format!(
-                "{}: {why}; {} reads and rewrites the state: {WHO}",
-                opts.state.display(),
-                verb(drain)
-            )));
+            log::warn(&format!(
+                "{}: {why}; its drains, if it had any, are not carried over",
+                opts.state.display()
+            ));
+            None
         }
     };
-    let was = st.is_drained(&var.name, &address);
-    let message = if drain {
-        if was {
-            return Ok(format!("{name} {address} is already drained"));
+    if let Some(st) = &mut st {
+        drains::merge(&mut drained, &std::mem::take(&mut st.drained));
+    }
+    let was = drained
+        .get(&var.name)
+        .is_some_and(|set| set.contains(&address));
+    let message = match (drain, was) {
+        (true, true) => format!("{name} {address} is already drained"),
+        (false, false) => format!("{name} {address} is not drained"),
+        (true, false) => {
+            drained.entry(var.name.clone()).or_default().insert(address);
+            format!(
+                "drained {name} {address}: from the next run on it is not chosen (status shows it as drained)"
+            )
         }
-        st.drained
-            .entry(var.name.clone())
-            .or_default()
-            .insert(address);
-        format!(
-            "drained {name} {address}: from the next run on it is not chosen (status shows it as drained)"
-        )
-    } else {
-        if !was {
-            return Ok(format!("{name} {address} is not drained"));
-        }
-        if let Some(set) = st.drained.get_mut(&var.name) {
-            set.remove(&address);
-            if set.is_empty() {
-                st.drained.remove(&var.name);
+        (false, true) => {
+            if let Some(set) = drained.get_mut(&var.name) {
+                set.remove(&address);
+                if set.is_empty() {
+                    drained.remove(&var.name);
+                }
             }
+            if let Some(st) = &mut st {
+                forget_history(st, &var.name, address);
+            }
+            format!("undrained {name} {address}: it returns under the usual rise and preempt rules")
         }
-        // It comes back like a new candidate: `rise` checks first, its preempt delay from now.
-        if let Some(v) = st.variables.get_mut(&var.name) {
-            for family in crate::config::Family::ALL {
-                for c in v.family_mut(family).candidates.iter_mut() {
-                    if c.address == address {
-                        c.counted = None;
-                    }
+    };
+    let existed = path.exists();
+    drains::save(&path, &drained)
+        .map_err(|e| failed(format!("cannot write {}: {e:#}; {WHO}", path.display())))?;
+    if !existed {
+        hand_to_directory_owner(&path);
+    }
+    // The state no longer carries drains of its own (they are in drains.json), and an undrained
+    // candidate starts its history over; if the state cannot be written, the next run's
+    // decides from drains.json all the same.
+    if let Some(st) = st
+        && let Err(e) = state::save(&opts.state, &st)
+    {
+        log::warn(&format!(
+            "cannot rewrite {}: {e:#}; the drain is recorded in {} all the same",
+            opts.state.display(),
+            path.display()
+        ));
+    }
+    Ok(message)
+}
+
+/// An undrained candidate comes back like a new one: `rise` checks first, its preempt delay
+/// from now.
+fn forget_history(st: &mut State, variable: &str, address: IpAddr) {
+    if let Some(v) = st.variables.get_mut(variable) {
+        for family in crate::config::Family::ALL {
+            for c in v.family_mut(family).candidates.iter_mut() {
+                if c.address == address {
+                    c.counted = None;
                 }
             }
         }
-        format!("undrained {name} {address}: it returns under the usual rise and preempt rules")
-    };
-    let existed = opts.state.exists();
-    state::save(&opts.state, &st).map_err(|e| {
-        failed(format!(
-            "cannot write {}: {e:#}; {WHO}",
-            opts.state.display()
-        ))
-    })?;
-    if !existed {
-        hand_to_directory_owner(&opts.state);
     }
-    Ok(message)
 }
 
 /// The variable and candidate address the command names, or why they are not in the config.

@@ -26,6 +26,7 @@ pub mod config;
 pub mod conntrack;
 pub mod describe;
 pub mod drain;
+pub mod drains;
 pub mod evaluate;
 pub mod files;
 pub mod jsonc;

@@ -178,14 +178,18 @@ pub struct State {
     #[serde(default)]
     pub publish: PublishState,
     /// Candidates taken out by `nftables-failover drain`, per variable: checked, never chosen,
-    /// until `undrain`.
+    /// until `undrain`. Their record is `drains.json` (see `drains`); a run adds it here, and
+    /// states written before that file existed carry their drains here alone.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    pub drained: BTreeMap<String, BTreeSet<IpAddr>>,
+    pub drained: Drained,
     /// The clocks when this state was made, to measure the time to the next run on a clock
     /// that does not jump (see `clock`).
     #[serde(default)]
     pub clock: Option<ClockMark>,
 }
+
+/// Drained candidates by variable.
+pub type Drained = BTreeMap<String, BTreeSet<IpAddr>>;
 
 /// The three clocks at one instant.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

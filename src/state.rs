@@ -124,14 +124,6 @@ pub fn writable(path: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// After a failed save: removes the old file, so the next run does not take stale counters for
-/// current ones. Never follows a symlink (removing one only removes the link).
-pub fn discard(path: &Path) {
-    if std::fs::symlink_metadata(path).is_ok_and(|m| m.is_file()) {
-        let _ = std::fs::remove_file(path);
-    }
-}
-
 /// Writes the state atomically (temp file + rename), creating its directory if missing.
 /// Not fsynced: it is rewritten every run, and losing it in a crash only loses history.
 pub fn save(path: &Path, state: &State) -> anyhow::Result<()> {

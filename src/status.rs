@@ -6,11 +6,11 @@ use crate::cli::StatusArgs;
 use crate::clock::unix_now;
 use crate::config::{Config, Variable};
 use crate::describe::{candidate, reason_text};
-use crate::evaluate;
 use crate::model::{ApplyOutcome, Choice, FamilyState, Level, State};
 use crate::options::Options;
 use crate::standby;
 use crate::state::{self, LoadProblem};
+use crate::{drains, evaluate};
 use serde::Serialize;
 
 /// A result older than this describes no longer the present: a few timer runs (5 s apart by
@@ -78,9 +78,9 @@ pub struct CandidateReport {
 pub fn main(opts: &Options, args: &StatusArgs) -> u8 {
     let report = match build(opts, args) {
         Ok(r) => r,
-        Err(why) => Report {
-            status: Level::Unknown,
-            exit_code: Level::Unknown.exit_code(),
+        Err((level, why)) => Report {
+            status: level,
+            exit_code: level.exit_code(),
             summary: why,
             checked_now: false,
             last_apply: None,
@@ -98,23 +98,35 @@ pub fn main(opts: &Options, args: &StatusArgs) -> u8 {
     report.exit_code
 }
 
-fn build(opts: &Options, args: &StatusArgs) -> Result<Report, String> {
-    let config = crate::files::load_config(&opts.config).map_err(|e| e.to_string())?;
-    let previous = match state::load(&opts.state) {
+fn build(opts: &Options, args: &StatusArgs) -> Result<Report, (Level, String)> {
+    let unknown = |why: String| (Level::Unknown, why);
+    let config = crate::files::load_config(&opts.config).map_err(|e| unknown(e.to_string()))?;
+    // Runs apply nothing while the drains cannot be read: that is the first thing to say.
+    let drained = drains::load(&drains::path_beside(&opts.state)).map_err(|why| {
+        (
+            Level::Critical,
+            format!("{why}; runs apply no change until it is fixed or removed"),
+        )
+    })?;
+    let mut previous = match state::load(&opts.state) {
         Ok(s) => s,
         Err(LoadProblem::Missing) if args.check => State::default(),
         Err(LoadProblem::Missing) => {
-            return Err(format!(
+            return Err(unknown(format!(
                 "no state at {} yet: the timer has not run, or use --check",
                 opts.state.display()
-            ));
+            )));
         }
         Err(LoadProblem::Unusable(why)) => {
-            return Err(format!("state file {}: {why}", opts.state.display()));
+            return Err(unknown(format!(
+                "state file {}: {why}",
+                opts.state.display()
+            )));
         }
     };
+    drains::merge(&mut previous.drained, &drained);
     let on_disk = crate::files::read_include(&opts.output).ok().flatten();
-    let record = apply::read_record(&opts.output).map_err(|e| format!("{e:#}"))?;
+    let record = apply::read_record(&opts.output).map_err(|e| unknown(format!("{e:#}")))?;
     let in_effect = apply::in_effect(on_disk.as_deref(), record.as_ref());
     let probe = if args.check {
         evaluate::Probe::All
@@ -122,7 +134,6 @@ fn build(opts: &Options, args: &StatusArgs) -> Result<Report, String> {
         evaluate::Probe::No
     };
     let clock = crate::clock::mark();
-    let mut previous = previous;
     let jump = crate::clock::jump_ms(previous.clock.as_ref(), &clock);
     crate::select::shift_times(&mut previous, jump);
     let eval = evaluate::evaluate(
@@ -133,7 +144,7 @@ fn build(opts: &Options, args: &StatusArgs) -> Result<Report, String> {
         opts.timeout,
         clock.wall_ms,
     )
-    .map_err(|e| format!("cannot run the checks: {e}"))?;
+    .map_err(|e| unknown(format!("cannot run the checks: {e}")))?;
     let mut report = report(&config, &eval.choices, &eval.state, args.check, unix_now());
     if let Some(failed) = previous.last_apply.as_ref().filter(|a| !a.ok) {
         let error = failed.error.as_deref().unwrap_or("unknown error");

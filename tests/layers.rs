@@ -30,6 +30,7 @@ const FLOORS: &[(&str, u8, &str)] = &[
     ("probe", 3, "effects of one feature"),
     ("apply", 3, "effects of one feature"),
     ("state", 3, "effects of one feature"),
+    ("drains", 3, "effects of one feature"),
     ("conntrack", 3, "effects of one feature"),
     ("ownership", 3, "effects of one feature"),
     ("publish", 3, "effects of one feature"),

@@ -162,6 +162,9 @@ fn check(s: &Scenario) -> Result<(), TestCaseError> {
     // while it ranked above the candidate in effect.
     let mut fails_current = vec![0u32; s.candidates];
     let mut ups_better = vec![0u32; s.candidates];
+    // Whether the last run's state was saved: after a failed save the next run counts from the
+    // state before it, so the streaks seen since then say nothing about its counters.
+    let mut saved = true;
     for (t, run) in s.runs.iter().enumerate() {
         now += run.dt * 1000;
         let previous = if run.lose_state {
@@ -169,7 +172,7 @@ fn check(s: &Scenario) -> Result<(), TestCaseError> {
         } else {
             state.clone()
         };
-        if previous.variables.is_empty() {
+        if previous.variables.is_empty() || !saved {
             fails_current.fill(0);
             ups_better.fill(0);
         }
@@ -297,12 +300,12 @@ fn check(s: &Scenario) -> Result<(), TestCaseError> {
         if need == Need::Apply && !run.apply_fails {
             applied = Some(text);
         }
-        // run.rs: a failed save removes the state file, so the next run starts without history.
-        state = if run.save_fails {
-            State::default()
-        } else {
-            new_state
-        };
+        // run/mod.rs: a failed save leaves the previous state file, so the next run counts
+        // from the history before this run.
+        if !run.save_fails {
+            state = new_state;
+        }
+        saved = !run.save_fails;
     }
     Ok(())
 }

@@ -194,7 +194,7 @@ fn drain_moves_traffic_off_and_undrain_brings_it_back() {
 }
 
 #[test]
-fn drain_as_root_leaves_a_state_the_service_can_write_and_others_are_refused() {
+fn drain_as_root_leaves_drains_the_service_can_read_and_others_are_refused() {
     in_netns(|| {
         let _primary = listen("127.0.0.1", PORT);
         let f = Fixture::new();
@@ -212,11 +212,12 @@ fn drain_as_root_leaves_a_state_the_service_can_write_and_others_are_refused() {
         sh(&format!("chgrp nogroup {}", f.addon_dir.display()));
         let out = drain(&f, "drain", "web", "127.0.0.2");
         assert_exit(&out, 0);
-        let meta = fs::metadata(&f.state).unwrap();
+        let drains = f.state.with_file_name("drains.json");
+        let meta = fs::metadata(&drains).unwrap();
         assert_eq!(
             (meta.uid(), meta.gid()),
             (65534, 65534),
-            "root's drain left a state the service cannot write"
+            "root's drain left a drains.json the service does not own"
         );
         // A member of the state directory's group may read but not write it: refused, and told
         // who may.
@@ -237,6 +238,6 @@ fn drain_as_root_leaves_a_state_the_service_can_write_and_others_are_refused() {
             "{}",
             stderr(&out)
         );
-        assert!(fs::read_to_string(&f.state).unwrap().contains("127.0.0.2"));
+        assert!(fs::read_to_string(&drains).unwrap().contains("127.0.0.2"));
     });
 }

@@ -34,6 +34,15 @@ pub fn apply_stage(opts: &Options, p: &Prepared, d: &mut Decided, started: Insta
     state.clock = Some(p.clocks.clone());
     // Variables in live mode (docs/live-mode.md); empty unless the config opts in.
     let live = render::live::objects(&p.config, &d.eval.choices);
+    if d.need == apply::Need::Apply && p.drains_unknown.is_some() {
+        // Said in prepare; the include in effect stays, whatever the checks found.
+        return Applied {
+            code: EXIT_FAILED,
+            state,
+            applied: None,
+            live: false,
+        };
+    }
     if d.need != apply::Need::Apply {
         let code = keep(opts, p, d, &live);
         return Applied {

@@ -16,10 +16,10 @@ use crate::apply;
 use crate::command::Runner;
 use crate::config::Config;
 use crate::evaluate::{Evaluation, Probe, evaluate};
-use crate::model::{ClockMark, State};
+use crate::model::{ClockMark, Drained, State};
 use crate::options::Options;
 use crate::state;
-use crate::{clock, files, log, publish, signals};
+use crate::{clock, drains, files, log, publish, signals};
 use change::Applied;
 use std::time::{Duration, Instant};
 
@@ -84,6 +84,10 @@ pub struct Prepared {
     pub record: Option<apply::InEffect>,
     /// The one runner for every command of the run, with the run's `--command-timeout`.
     pub runner: Runner,
+    /// Why the drains could not be read, if they could not: then nothing is applied.
+    pub drains_unknown: Option<String>,
+    /// The drains the state file carried itself (written before drains.json existed).
+    legacy_drained: Drained,
 }
 
 /// What a run decided.
@@ -122,6 +126,23 @@ fn prepare(opts: &Options) -> Result<Prepared, u8> {
     } else {
         State::default()
     };
+    // The operator's word, whatever became of the state: drains.json is read every run. What
+    // the state itself carries (drains from before drains.json) is kept apart, to be saved as
+    // it was: the state never becomes a second record of drains.json.
+    let legacy_drained = previous.drained.clone();
+    let drains_unknown = match drains::load(&drains::path_beside(&opts.state)) {
+        Ok(drained) => {
+            drains::merge(&mut previous.drained, &drained);
+            None
+        }
+        Err(why) => {
+            log::error(&format!(
+                "{why}; which candidates are drained is unknown, so this run applies no change \
+                 (the include in effect stays): fix or remove the file, then drain again"
+            ));
+            Some(why)
+        }
+    };
     let clocks = clock::mark();
     let jump = clock::jump_ms(previous.clock.as_ref(), &clocks);
     if jump != 0 {
@@ -147,6 +168,8 @@ fn prepare(opts: &Options) -> Result<Prepared, u8> {
         on_disk,
         record,
         runner: Runner::for_current_user().with_timeout(opts.command_timeout),
+        drains_unknown,
+        legacy_drained,
     })
 }
 
@@ -230,6 +253,7 @@ fn finish(opts: &Options, p: &Prepared, mut d: Decided, mut a: Applied, started:
     };
     publish::after_run(&p.config, &p.previous, &mut a.state, &done);
     if p.keep_state {
+        a.state.drained = p.legacy_drained.clone();
         save_state(opts, &a.state);
     }
     a.code
@@ -271,11 +295,13 @@ fn read_include(opts: &Options) -> anyhow::Result<(Option<Vec<u8>>, Option<apply
     Ok((on_disk, apply::read_record(&opts.output)?))
 }
 
+/// A state that cannot be saved leaves the previous one in place (the next run counts from an
+/// older history); drains are not in it, so none is lost either way.
 fn save_state(opts: &Options, state: &State) {
     if let Err(e) = state::save(&opts.state, state) {
-        state::discard(&opts.state);
         log::error(&format!(
-            "cannot save the state to {}: {e:#}; the next run starts without history",
+            "cannot save the state to {}: {e:#}; the previous state stays, and the next run \
+             counts from it",
             opts.state.display()
         ));
     }
