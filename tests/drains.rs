@@ -223,11 +223,19 @@ fn a_drain_from_the_state_of_an_earlier_release_still_counts() {
         fs::write(&f.state, state.to_string()).unwrap();
         assert_exit(&f.run(&[]), 0);
         assert_eq!(web(&f), B);
-        assert!(fs::read_to_string(&f.state).unwrap().contains("\"drained\""));
+        assert!(
+            fs::read_to_string(&f.state)
+                .unwrap()
+                .contains("\"drained\"")
+        );
         let mut cmd = f.command(&[], &f.reload());
         cmd.args(["undrain", "web", A]);
         assert_exit(&output_within(cmd, std::time::Duration::from_secs(30)), 0);
-        assert!(!fs::read_to_string(&f.state).unwrap().contains("\"drained\""));
+        assert!(
+            !fs::read_to_string(&f.state)
+                .unwrap()
+                .contains("\"drained\"")
+        );
         assert_exit(&f.run(&[]), 0);
         assert_eq!(web(&f), A);
     });

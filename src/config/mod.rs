@@ -153,11 +153,55 @@ fn validate(tree: &Json, problems: &mut Vec<String>) -> Option<Config> {
             variables.push(v);
         }
     }
+    check_run_budget(&variables, &publish, problems);
     Some(Config {
         settings,
         variables,
         publish,
     })
+}
+
+/// The slowest check, the hook and the MQTT publish happen one after the other in a run, which
+/// the shipped unit ends at 60 s: together they must leave room for the lock and the apply.
+fn check_run_budget(
+    variables: &[Variable],
+    publish: &publish::Publish,
+    problems: &mut Vec<String>,
+) {
+    let slowest = variables.iter().max_by_key(|v| v.policy.timeout_ms);
+    let check = slowest.map_or(0, |v| v.policy.timeout_ms);
+    let hook = publish
+        .on_change
+        .as_ref()
+        .map_or(0, |h| h.timeout.as_millis() as u64);
+    let mqtt = publish
+        .mqtt
+        .as_ref()
+        .map_or(0, |m| m.timeout.as_millis() as u64);
+    if check + hook + mqtt <= settings::RUN_BUDGET_MS {
+        return;
+    }
+    let mut parts = vec![format!(
+        "timeout_ms {check}{}",
+        slowest.map_or(String::new(), |v| format!(
+            " (failover.{})",
+            crate::text::shorten(&v.name, 64)
+        ))
+    )];
+    if hook > 0 {
+        parts.push(format!("on_change.timeout_ms {hook}"));
+    }
+    if mqtt > 0 {
+        parts.push(format!("mqtt.timeout_ms {mqtt}"));
+    }
+    problems.push(format!(
+        "settings: {} add up to {} ms, more than the {} ms a run may spend on them: the shipped \
+         units end a run at 60 s (TimeoutStartSec=), and the lock wait and the apply need the \
+         rest; lower one of them",
+        parts.join(" + "),
+        check + hook + mqtt,
+        settings::RUN_BUDGET_MS
+    ));
 }
 
 /// The most problems an error lists; the count says how many more there are.
@@ -193,6 +237,31 @@ fn misplaced_top_level_key(key: &str) -> Option<String> {
 mod tests {
     use super::*;
     use std::net::IpAddr;
+
+    #[test]
+    fn check_hook_and_mqtt_timeouts_fit_a_run_under_the_unit() {
+        let var = |t: u64| {
+            format!(r#""failover": {{"a": {{"ip4": "192.0.2.1", "port": 1, "timeout_ms": {t}}}}}"#)
+        };
+        let over = problems(&format!("{{{}}}", var(30_001)));
+        assert_eq!(
+            over,
+            ["failover.a.timeout_ms: expected milliseconds from 1 to 30000, found number 30001"]
+        );
+        let hook = r#""on_change": {"command": ["/bin/true"], "timeout_ms": 20000}"#;
+        let together = problems(&format!("{{\"settings\": {{{hook}}}, {}}}", var(30_000)));
+        assert_eq!(
+            together,
+            [
+                "settings: timeout_ms 30000 (failover.a) + on_change.timeout_ms 20000 add up to \
+              50000 ms, more than the 45000 ms a run may spend on them: the shipped units end a \
+              run at 60 s (TimeoutStartSec=), and the lock wait and the apply need the rest; \
+              lower one of them"
+            ]
+        );
+        let fits = format!("{{\"settings\": {{{hook}}}, {}}}", var(25_000));
+        assert!(parse(&fits, Path::new("f.json")).is_ok());
+    }
 
     fn problems(text: &str) -> Vec<String> {
         match parse(text, Path::new("f.json")) {

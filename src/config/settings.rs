@@ -9,6 +9,12 @@ use std::net::IpAddr;
 /// Connect timeout when neither `--timeout` nor `settings.timeout_ms` says otherwise
 /// (the reference addon's value).
 pub const DEFAULT_TIMEOUT_MS: u64 = 2000;
+/// The longest check timeout: a run waits at most one, and the shipped units give a whole run
+/// 60 s (`TimeoutStartSec=`), of which the lock wait may take 10 s and an apply a few more.
+pub const TIMEOUT_MAX_MS: u64 = 30_000;
+/// What a run's checks, hook and MQTT publish may take together within the unit's 60 s: the
+/// rest is for the lock wait (10 s) and the apply's commands.
+pub const RUN_BUDGET_MS: u64 = 45_000;
 
 /// Top-level `"settings"`, or the same keys inside a variable to override them there.
 /// Every key is optional; unset keys fall back to the global setting, then to the default,
@@ -145,7 +151,7 @@ pub fn setting(
         }
     };
     match key {
-        "timeout_ms" => settings.timeout_ms = integer(1, 600_000, "milliseconds"),
+        "timeout_ms" => settings.timeout_ms = integer(1, TIMEOUT_MAX_MS, "milliseconds"),
         "fall" => settings.fall = integer(1, 1000, "a number of checks").map(|v| v as u32),
         "rise" => settings.rise = integer(1, 1000, "a number of checks").map(|v| v as u32),
         "preempt_delay_s" => settings.preempt_delay_s = integer(0, 86_400, "seconds"),
