@@ -651,11 +651,34 @@ pub struct CommandError {
     pub sudo_denied: bool,
 }
 
+/// The most of a command's output that an error message (and so a log line, or the state's
+/// last apply) carries; nft's own error lines are far shorter.
+const SHOWN_OUTPUT: usize = 4 << 10;
+
+/// The bytes that `Stream::into_bytes` notes as read and dropped in `text`.
+fn not_kept(text: &str) -> u64 {
+    text.match_indices(" more bytes not kept)")
+        .filter_map(|(at, _)| {
+            let before = &text[..at];
+            let start = before.rfind('(')? + 1;
+            before[start..].parse::<u64>().ok()
+        })
+        .sum()
+}
+
 impl fmt::Display for CommandError {
     fn fmt(&self, f: &mut fmt::Formatter) -> fmt::Result {
         write!(f, "{} failed: `{}` {}", self.what, self.argv, self.status)?;
-        for line in self.output.lines().filter(|l| !l.trim().is_empty()) {
+        let mut end = self.output.len().min(SHOWN_OUTPUT);
+        while !self.output.is_char_boundary(end) {
+            end -= 1;
+        }
+        for line in self.output[..end].lines().filter(|l| !l.trim().is_empty()) {
             write!(f, "\n  {line}")?;
+        }
+        if end < self.output.len() {
+            let more = (self.output.len() - end) as u64 + not_kept(&self.output[end..]);
+            write!(f, "\n  … {more} bytes more")?;
         }
         if self.sudo_denied {
             write!(
@@ -811,6 +834,29 @@ mod tests {
         let note = format!("\n… ({} more bytes not kept)\n", 100_000 - STDERR_CAP);
         let want = "e".repeat(STDERR_CAP) + &note + &"o".repeat(200_000);
         assert!(err.output == want, "{} bytes", err.output.len());
+    }
+
+    #[test]
+    fn an_error_message_carries_at_most_four_kib_of_the_output() {
+        let r = Runner::for_current_user().direct();
+        let err = r
+            .run(
+                "chatty step",
+                &os(&[
+                    "/bin/sh",
+                    "-c",
+                    "yes 'Error: x' | head -c 20000 >&2; exit 1",
+                ]),
+            )
+            .unwrap_err();
+        let msg = err.to_string();
+        // Each line of the output is indented by two spaces in the message.
+        assert!(msg.len() < 2 * SHOWN_OUTPUT, "{} bytes", msg.len());
+        assert!(
+            msg.ends_with(&format!("\n  … {} bytes more", 20_000 - SHOWN_OUTPUT)),
+            "{msg}"
+        );
+        assert_eq!(err.output.len(), 20_000, "the output itself is kept whole");
     }
 
     #[test]

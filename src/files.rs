@@ -381,8 +381,14 @@ fn open_lock(path: &Path) -> Result<File> {
             .open(path)
     };
     let failed = |e: std::io::Error| {
+        // Not allowed is about who runs the command, not about the file: keep it.
+        let advice = if e.kind() == ErrorKind::PermissionDenied {
+            "run this as root or as the service user (sudo -u nftables-failover …), who may"
+        } else {
+            "remove it, the next run creates it again"
+        };
         anyhow::anyhow!(
-            "cannot open lock file {}: {}; remove it, the next run creates it again",
+            "cannot open lock file {}: {}; {advice}",
             path.display(),
             open_failure(path, &e, false)
         )

@@ -328,6 +328,49 @@ fn a_lock_left_by_root_is_usable_by_the_service_user() {
     });
 }
 
+/// A user who may not open the lock is told who may run the command, not to delete the file.
+#[test]
+fn a_user_who_may_not_take_the_lock_is_told_who_may() {
+    let f = Fixture::new();
+    fs::set_permissions(f.dir.path(), fs::Permissions::from_mode(0o755)).unwrap();
+    for dir in [&f.base_dir, &f.addon_dir] {
+        fs::set_permissions(dir, fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    f.write_config(&format!(
+        r#"{{"failover": {{"web": {{"ip4": "127.0.0.1", "port": {PORT}}}}}}}"#
+    ));
+    fs::set_permissions(&f.config, fs::Permissions::from_mode(0o644)).unwrap();
+    // root's lock, 0660 root:root: nobody may not open it.
+    fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .mode(0o660)
+        .open(lock_path(&f))
+        .unwrap();
+    let mut cmd = f.command(
+        &[
+            "setpriv",
+            "--reuid=nobody",
+            "--regid=nogroup",
+            "--clear-groups",
+        ],
+        &f.reload(),
+    );
+    cmd.args(["drain", "web", "127.0.0.1"]);
+    let out = output_within(cmd, Duration::from_secs(30));
+    assert_exit(&out, 1);
+    let log = stderr(&out);
+    assert!(
+        log.contains(
+            "run this as root or as the service user (sudo -u nftables-failover …), who may"
+        ),
+        "{log}"
+    );
+    assert!(!log.contains("remove it"), "{log}");
+    assert!(lock_path(&f).exists());
+}
+
 #[test]
 fn a_run_that_cannot_get_the_lock_warns_and_names_it() {
     let f = Fixture::new();

@@ -5,7 +5,7 @@ use crate::config::Config;
 use crate::describe::{candidate, reason_text};
 use crate::evaluate::Evaluation;
 use crate::log;
-use crate::model::{Choice, Results, State};
+use crate::model::{Choice, Health, Results, State};
 
 /// Every check result at debug level; the all-down warning when a define enters that state
 /// (every few seconds in the journal would bury it), and a line when it leaves it.
@@ -74,17 +74,43 @@ pub fn log_changes(config: &Config, results: &Results, choices: &[Choice]) {
         } else {
             c.index.unwrap_or(0)
         };
-        let down: Vec<String> = outcomes[..ahead.min(outcomes.len())]
+        let down: Vec<(usize, &Health)> = outcomes[..ahead.min(outcomes.len())]
             .iter()
             .enumerate()
             .filter_map(|(j, o)| o.as_ref().filter(|h| !h.is_up()).map(|h| (j, h)))
-            .map(|(j, h)| format!("{} {h}", candidate(config, c, j)))
             .collect();
         let why = match (&c.reason, down.is_empty()) {
             (None, _) => "no addresses configured".to_string(),
-            (_, false) => down.join(", "),
+            (_, false) => listed(&down, |(j, h)| format!("{} {h}", candidate(config, c, *j))),
             (Some(_), true) => reason_text(config, c),
         };
         log::info(&format!("{define}: {before} -> {} ({why})", c.rendered));
+    }
+}
+
+/// The most items one log line lists: journald cuts lines at 48 KiB, and a reader stops long
+/// before that.
+const LISTED: usize = 20;
+
+/// `items` joined with commas, at most [`LISTED`] of them and then `… and N more`.
+fn listed<T>(items: &[T], show: impl Fn(&T) -> String) -> String {
+    let mut out: Vec<String> = items.iter().take(LISTED).map(show).collect();
+    if items.len() > LISTED {
+        out.push(format!("… and {} more", items.len() - LISTED));
+    }
+    out.join(", ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_list_in_a_log_line_stops_at_twenty() {
+        let items: Vec<u32> = (0..50_000).collect();
+        let line = listed(&items, u32::to_string);
+        assert!(line.starts_with("0, 1, 2,"), "{line}");
+        assert!(line.ends_with("19, … and 49980 more"), "{line}");
+        assert_eq!(listed(&items[..3], u32::to_string), "0, 1, 2");
     }
 }
