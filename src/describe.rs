@@ -60,11 +60,31 @@ pub fn reason_text(config: &Config, c: &Choice) -> String {
             format!("all down: rendering the fallback ({})", c.rendered)
         }
     };
-    match (reason, c.drained.as_slice()) {
-        (Reason::AllDown(_), [_, ..]) => {
-            let left: Vec<String> = c.drained.iter().map(|&i| addr(i)).collect();
-            format!("{text}; drained, so left out: {}", left.join(", "))
-        }
-        _ => text,
+    if !matches!(reason, Reason::AllDown(_)) || c.drained.is_empty() {
+        return text;
     }
+    // The words must agree with what is rendered: "first" and "keep" may render a drained
+    // candidate, when nothing else answers.
+    let rendered_drained = c
+        .drained
+        .iter()
+        .copied()
+        .find(|&i| var.rendered(c.family, i) == c.rendered);
+    let left: Vec<String> = c
+        .drained
+        .iter()
+        .filter(|&&i| Some(i) != rendered_drained)
+        .map(|&i| addr(i))
+        .collect();
+    let mut text = match rendered_drained {
+        Some(i) => format!(
+            "{text}, although {} is drained: no other candidate answers",
+            addr(i)
+        ),
+        None => text,
+    };
+    if !left.is_empty() {
+        text.push_str(&format!("; drained, so left out: {}", left.join(", ")));
+    }
+    text
 }

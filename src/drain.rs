@@ -4,8 +4,8 @@
 
 use crate::cli::DrainArgs;
 use crate::cli::{EXIT_FAILED, EXIT_OK, EXIT_USAGE};
-use crate::config::{Config, Variable};
-use crate::model::State;
+use crate::config::{AllDown, Config, Family, Variable};
+use crate::model::{Drained, State};
 use crate::options::Options;
 use crate::state::{self, LoadProblem};
 use crate::{drains, files, log};
@@ -82,9 +82,13 @@ fn change(opts: &Options, args: &DrainArgs, drain: bool) -> Result<String, (u8, 
         (false, false) => format!("{name} {address} is not drained"),
         (true, false) => {
             drained.entry(var.name.clone()).or_default().insert(address);
-            format!(
+            let mut said = format!(
                 "drained {name} {address}: from the next run on it is not chosen (status shows it as drained)"
-            )
+            );
+            if let Some(st) = &st {
+                said.push_str(&all_down_note(var, address, st, &drained));
+            }
+            said
         }
         (false, true) => {
             if let Some(set) = drained.get_mut(&var.name) {
@@ -118,6 +122,43 @@ fn change(opts: &Options, args: &DrainArgs, drain: bool) -> Result<String, (u8, 
         ));
     }
     Ok(message)
+}
+
+/// What the next run renders when draining `address` leaves no other candidate of its family
+/// up (as far as the last run counted): the all-down policy decides, and may keep the drained
+/// one. Empty when another candidate is up.
+fn all_down_note(var: &Variable, address: IpAddr, st: &State, drained: &Drained) -> String {
+    let family = Family::of(&address);
+    let addrs = var.addrs(family);
+    let kept = st.variables.get(&var.name).map(|v| v.family(family));
+    let up = |i: usize| {
+        kept.and_then(|f| f.candidates.get(i))
+            .filter(|c| c.address == addrs[i])
+            .and_then(|c| c.counted)
+            .is_none_or(|k| k.up)
+    };
+    let out = |i: usize| {
+        drained
+            .get(&var.name)
+            .is_some_and(|s| s.contains(&addrs[i]))
+    };
+    if (0..addrs.len()).any(|i| !out(i) && up(i)) {
+        return String::new();
+    }
+    let define = var.define_name(family);
+    let renders = match var.policy.all_down {
+        AllDown::First => format!("renders the first candidate, {}, drained or not", addrs[0]),
+        AllDown::Keep => "keeps what is in effect, drained or not".to_string(),
+        AllDown::Fallback => format!(
+            "renders the fallback {}",
+            var.fallback(family).unwrap_or_default()
+        ),
+    };
+    format!(
+        "; no other candidate of {define} is up, so the all-down policy \"{}\" decides: the next \
+         run {renders}, until one answers",
+        var.policy.all_down.name()
+    )
 }
 
 /// An undrained candidate comes back like a new one: `rise` checks first, its preempt delay

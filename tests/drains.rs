@@ -240,3 +240,35 @@ fn a_drain_from_the_state_of_an_earlier_release_still_counts() {
         assert_eq!(web(&f), A);
     });
 }
+
+/// Draining the last candidate that answers: the command says what the all-down policy will
+/// render, and the run's words agree with what it renders.
+#[test]
+fn draining_the_last_healthy_candidate_says_what_will_be_rendered() {
+    in_netns(|| {
+        let (f, _a, b) = applied();
+        drop(b);
+        assert_exit(&f.run(&[]), 0);
+        assert_eq!(web(&f), A);
+        let out = drain(&f, A);
+        assert_exit(&out, 0);
+        let said = stderr(&out);
+        assert!(
+            said.contains(&format!(
+                "no other candidate of web_v4 is up, so the all-down policy \"first\" decides: the next run renders the first candidate, {A}, drained or not, until one answers"
+            )),
+            "{said}"
+        );
+        let out = f.run(&[]);
+        assert_exit(&out, 0);
+        assert_eq!(web(&f), A);
+        let log = stderr(&out);
+        assert!(
+            log.contains(&format!(
+                "all down: using the first candidate ({A}), although {A}:{PORT} is drained: no other candidate answers"
+            )),
+            "{log}"
+        );
+        assert!(!log.contains("left out"), "{log}");
+    });
+}

@@ -172,7 +172,7 @@ fn drain_moves_traffic_off_and_undrain_brings_it_back() {
         let out = f.run(&[]);
         assert_exit(&out, 0);
         assert!(
-            stderr(&out).contains("all down: using the first candidate (127.0.0.1); drained, so left out: 127.0.0.1:8443"),
+            stderr(&out).contains("all down: using the first candidate (127.0.0.1), although 127.0.0.1:8443 is drained: no other candidate answers"),
             "{}",
             stderr(&out)
         );
