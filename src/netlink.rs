@@ -8,7 +8,7 @@ use crate::model::{Link, LinkView, OperState};
 use futures_util::stream::{StreamExt, TryStreamExt};
 use rtnetlink::packet_core::NetlinkPayload;
 use rtnetlink::packet_route::address::{AddressAttribute, AddressMessage};
-use rtnetlink::packet_route::link::{LinkAttribute, LinkFlags, LinkMessage, State};
+use rtnetlink::packet_route::link::{LinkAttribute, LinkFlags, LinkMessage, Prop, State};
 use rtnetlink::packet_route::route::{RouteAddress, RouteAttribute, RouteMessage};
 use rtnetlink::packet_route::{AddressFamily, RouteNetlinkMessage};
 use rtnetlink::{Handle, MulticastGroup};
@@ -36,15 +36,20 @@ pub async fn snapshot() -> io::Result<LinkView> {
     }
 }
 
-/// The view, and the interfaces by index (notifications of a removed link name it by index).
-async fn dump(handle: &Handle) -> Result<(LinkView, HashMap<u32, String>), rtnetlink::Error> {
+/// The view, and the interfaces' names by index (notifications of a removed link name it by
+/// index). A link is in the view under its name and each of its alternative names
+/// (`ip link property add dev wan1 altname upA`, which udev gives many interfaces): a path
+/// may name it either way, as a probe bound to the device may.
+async fn dump(handle: &Handle) -> Result<(LinkView, HashMap<u32, Vec<String>>), rtnetlink::Error> {
     let mut view = LinkView::default();
     let mut names = HashMap::new();
     let mut links = handle.link().get().execute();
     while let Some(msg) = links.try_next().await? {
-        if let Some((name, link)) = link_of(&msg) {
-            names.insert(msg.header.index, name.clone());
-            view.links.insert(name, link);
+        if let Some((all, link)) = link_of(&msg) {
+            for name in &all {
+                view.links.insert(name.clone(), link);
+            }
+            names.insert(msg.header.index, all);
         }
     }
     let mut addresses = handle.address().get().execute();
@@ -54,12 +59,18 @@ async fn dump(handle: &Handle) -> Result<(LinkView, HashMap<u32, String>), rtnet
     Ok((view, names))
 }
 
-fn link_of(msg: &LinkMessage) -> Option<(String, Link)> {
+/// The link's names (its name first, then its alternative names) and state.
+fn link_of(msg: &LinkMessage) -> Option<(Vec<String>, Link)> {
     let mut name = None;
+    let mut alt = Vec::new();
     let mut oper = OperState::Unknown;
     for attr in &msg.attributes {
         match attr {
             LinkAttribute::IfName(n) => name = Some(n.clone()),
+            LinkAttribute::PropList(props) => alt.extend(props.iter().filter_map(|p| match p {
+                Prop::AltIfName(n) => Some(n.clone()),
+                _ => None,
+            })),
             LinkAttribute::OperState(s) => {
                 oper = match s {
                     State::Up => OperState::Up,
@@ -75,8 +86,10 @@ fn link_of(msg: &LinkMessage) -> Option<(String, Link)> {
         }
     }
     let flags = msg.header.flags;
+    let mut names = vec![name?];
+    names.extend(alt);
     Some((
-        name?,
+        names,
         Link {
             up: flags.contains(LinkFlags::Up),
             carrier: flags.contains(LinkFlags::LowerUp),
@@ -197,21 +210,33 @@ impl<S: futures_util::Stream<Item = Message> + Unpin> Subscription<S> {
 
 struct Known {
     view: LinkView,
-    names: HashMap<u32, String>,
+    /// Per link index: its name, then its alternative names.
+    names: HashMap<u32, Vec<String>>,
 }
 
 impl Known {
     fn change(&mut self, msg: RouteNetlinkMessage) -> Option<String> {
         match msg {
             RouteNetlinkMessage::NewLink(m) => {
-                let (name, link) = link_of(&m)?;
-                let old_name = self.names.insert(m.header.index, name.clone());
-                if let Some(old) = old_name.filter(|o| *o != name) {
-                    self.view.links.remove(&old);
+                let (all, link) = link_of(&m)?;
+                let name = all[0].clone();
+                // Names it had and has no more (a rename, an altname deleted) are gone.
+                let old = self.names.insert(m.header.index, all.clone());
+                for gone in old.iter().flatten().filter(|o| !all.contains(o)) {
+                    self.view.links.remove(gone);
+                }
+                // An alternative name added or deleted changes which paths name a link.
+                let renamed = old.is_some_and(|o| o[1..] != all[1..]);
+                for alt in &all[1..] {
+                    self.view.links.insert(alt.clone(), link);
                 }
                 let before = self.view.links.insert(name.clone(), link);
                 match before {
                     None => Some(format!("interface {name} appeared")),
+                    Some(b) if b == link && renamed => Some(format!(
+                        "{name}'s alternative names are now: {}",
+                        all[1..].join(", ")
+                    )),
                     Some(b) if b == link => None,
                     Some(b) if b.carrier && !link.carrier => {
                         Some(format!("carrier lost on {name}"))
@@ -223,12 +248,14 @@ impl Known {
                 }
             }
             RouteNetlinkMessage::DelLink(m) => {
-                let name = self
+                let all = self
                     .names
                     .remove(&m.header.index)
                     .or_else(|| link_of(&m).map(|(n, _)| n))?;
-                self.view.links.remove(&name);
-                Some(format!("interface {name} gone"))
+                for name in &all {
+                    self.view.links.remove(name);
+                }
+                Some(format!("interface {} gone", all[0]))
             }
             RouteNetlinkMessage::NewAddress(m) => {
                 let ip = address_of(&m)?;

@@ -293,3 +293,26 @@ fn watch_refuses_a_dry_run() {
     assert_exit(&out, 2);
     assert!(stderr(&out).contains("--dry-run"), "{}", stderr(&out));
 }
+
+/// Interfaces named by their alternative names (which udev gives many interfaces): the
+/// kernel's word finds them, so a carrier loss still fails over, and neither is taken for gone.
+#[test]
+fn uplinks_named_by_their_altnames_fail_over_on_carrier_loss() {
+    let t = Topology::new();
+    t.ip("router", "link property add dev wan1 altname upA");
+    t.ip("router", "link property add dev wan2 altname upB");
+    let f = fixture(r#"[{"interface": "upA"}, {"interface": "upB"}]"#, "");
+    let w = Watcher::start(&t, &f, &[]);
+    started(&t, &f, &w);
+    assert!(!w.log().contains("gone"), "{}", w.log());
+
+    t.ip("isp1", "link set r0 down");
+    assert!(
+        switched_to(&t, &f, ISP2).is_some(),
+        "no failover on carrier loss under an altname:\n{}",
+        w.log()
+    );
+    assert!(w.log().contains("carrier lost on upA"), "{}", w.log());
+    t.ip("isp1", "link set r0 up");
+    assert!(switched_to(&t, &f, ISP1).is_some(), "{}", w.log());
+}
