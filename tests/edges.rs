@@ -417,3 +417,41 @@ fn quiet_runs_show_a_failing_hooks_words_and_a_linked_state_directory_is_named()
         );
     });
 }
+
+/// The Python addon ran as root and left its include root:root 0640: the service user cannot
+/// read the include it would replace. The run changes nothing and says exactly what to run.
+#[test]
+fn an_unreadable_include_from_the_python_addon_says_what_to_run() {
+    use std::os::unix::fs::PermissionsExt;
+    let f = Fixture::new();
+    fs::set_permissions(f.dir.path(), fs::Permissions::from_mode(0o755)).unwrap();
+    for dir in [&f.base_dir, &f.addon_dir] {
+        fs::set_permissions(dir, fs::Permissions::from_mode(0o777)).unwrap();
+    }
+    f.write_config(&format!(
+        r#"{{"failover": {{"web": {{"ip4": ["127.0.0.1", "127.0.0.2"], "port": {PORT}}}}}}}"#
+    ));
+    fs::set_permissions(&f.config, fs::Permissions::from_mode(0o644)).unwrap();
+    fs::write(&f.output, PYTHON_INCLUDE).unwrap();
+    fs::set_permissions(&f.output, fs::Permissions::from_mode(0o640)).unwrap();
+    let mut cmd = f.command(
+        &[
+            "setpriv",
+            "--reuid=nobody",
+            "--regid=nogroup",
+            "--clear-groups",
+        ],
+        &f.reload(),
+    );
+    let out = output_within(cmd, std::time::Duration::from_secs(30));
+    assert_exit(&out, 1);
+    let log = stderr(&out);
+    let p = f.output.display();
+    assert!(
+        log.contains(&format!(
+            "as root, run `chgrp nftables-failover {p} && chmod 640 {p}`"
+        )),
+        "{log}"
+    );
+    assert_eq!(fs::read_to_string(&f.output).unwrap(), PYTHON_INCLUDE);
+}

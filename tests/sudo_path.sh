@@ -91,6 +91,15 @@ getent passwd "$SVC_USER" >/dev/null || fail "postinst did not create user $SVC_
 [ "$(stat -c '%U:%G %a' /etc/nftables.d/addons)" = "root:$SVC_USER 2775" ] ||
     fail "postinst made /etc/nftables.d/addons $(stat -c '%U:%G %a' /etc/nftables.d/addons), expected root:$SVC_USER 2775"
 "${T[@]}" sh "$REPO/debian/postinst" configure || fail "postinst is not idempotent"
+# An upgrade from the Python addon, which wrote its include as root, 0640: postinst hands it
+# the service's group, so the service can read the include it replaces.
+printf 'define endpoint_filer_v4 = 127.0.0.1\n' >/etc/nftables.d/addons/failover.nft
+chown root:root /etc/nftables.d/addons/failover.nft
+chmod 0640 /etc/nftables.d/addons/failover.nft
+"${T[@]}" sh "$REPO/debian/postinst" configure
+[ "$(stat -c '%U:%G %a' /etc/nftables.d/addons/failover.nft)" = "root:$SVC_USER 640" ] ||
+    fail "postinst left the Python addon's include $(stat -c '%U:%G %a' /etc/nftables.d/addons/failover.nft), expected root:$SVC_USER 640"
+rm /etc/nftables.d/addons/failover.nft
 # Monitoring (README, "Status"): a reader with the documented sudoers line, and a stranger.
 useradd --system --no-create-home --shell /usr/sbin/nologin monitor
 useradd --system --no-create-home --shell /usr/sbin/nologin stranger

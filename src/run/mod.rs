@@ -291,9 +291,22 @@ fn state_writable(opts: &Options) -> bool {
 
 /// The include on disk and the record of what was last applied.
 fn read_include(opts: &Options) -> anyhow::Result<(Option<Vec<u8>>, Option<apply::InEffect>)> {
-    let on_disk = files::read_include(&opts.output)?;
+    let on_disk = files::read_include(&opts.output).map_err(|e| {
+        // The usual cause: an include the Python addon wrote as root, 0640 or 0600.
+        let fix = e.reason.contains("Permission denied").then(|| {
+            format!(
+                "; the service reads the include it replaces: as root, run `chgrp {SERVICE_GROUP} \
+                 {p} && chmod 640 {p}`",
+                p = opts.output.display()
+            )
+        });
+        anyhow::anyhow!("{e}{}", fix.unwrap_or_default())
+    })?;
     Ok((on_disk, apply::read_record(&opts.output)?))
 }
+
+/// The service's group, as the package creates it.
+const SERVICE_GROUP: &str = "nftables-failover";
 
 /// A state that cannot be saved leaves the previous one in place (the next run counts from an
 /// older history); drains are not in it, so none is lost either way.
