@@ -434,7 +434,7 @@ fn an_unreadable_include_from_the_python_addon_says_what_to_run() {
     fs::set_permissions(&f.config, fs::Permissions::from_mode(0o644)).unwrap();
     fs::write(&f.output, PYTHON_INCLUDE).unwrap();
     fs::set_permissions(&f.output, fs::Permissions::from_mode(0o640)).unwrap();
-    let mut cmd = f.command(
+    let cmd = f.command(
         &[
             "setpriv",
             "--reuid=nobody",
