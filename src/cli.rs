@@ -179,7 +179,8 @@ pub enum Command {
     /// up), 1 WARNING (some define on a lower-priority candidate, a change pending, or no
     /// healthy standby left),
     /// 2 CRITICAL (some define points at a candidate that is down, or the all-down fallback is
-    /// in effect), 3 UNKNOWN (nothing applied or checked yet, config or state unreadable).
+    /// in effect, or drains.json unreadable), 3 UNKNOWN (nothing applied or checked yet, every
+    /// result of a define older than 60 s, config or state unreadable).
     Status(StatusArgs),
     /// Load and validate the config exactly as a run does, and nothing else: no checks, no
     /// writes, no privilege needed.

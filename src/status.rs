@@ -272,6 +272,19 @@ pub fn report(
             (status, reason, c.rendered.clone(), c.index)
         };
         let candidates = candidate_reports(var, c, fam, &drained, now);
+        let (status, reason) = match stale_for(&candidates) {
+            // Nothing checked for a while: what the state says is history, not the present.
+            Some(age) if !checked_now => (
+                status.max(Level::Unknown),
+                format!(
+                    "the newest check result is {} old: no run has checked since (is \
+                     nftables-failover.timer or nftables-failover-watch running, and allowed \
+                     to check? journalctl -u 'nftables-failover*'); {reason}",
+                    ago(age)
+                ),
+            ),
+            _ => (status, reason),
+        };
         defines.push(DefineReport {
             define: var.define(c.family),
             variable: var.name.clone(),
@@ -290,7 +303,9 @@ pub fn report(
     let n = defines.iter().filter(|d| d.status == status).count();
     let summary = match status {
         Level::Critical => format!("{n} define(s) point at a candidate that is down"),
-        Level::Unknown => format!("{n} define(s) not applied or without check results yet"),
+        Level::Unknown => {
+            format!("{n} define(s) not applied, or without check results yet or for a while")
+        }
         Level::Warning => format!(
             "{n} define(s) failed over, with a change pending, or without a healthy standby"
         ),
@@ -349,6 +364,18 @@ fn candidate_reports(
             }
         })
         .collect()
+}
+
+/// How old the newest result of a define is, if every candidate has one and the newest is
+/// older than [`STALE_AFTER_S`].
+fn stale_for(candidates: &[CandidateReport]) -> Option<u64> {
+    let newest = candidates
+        .iter()
+        .map(|c| c.result_age_s)
+        .collect::<Option<Vec<u64>>>()?
+        .into_iter()
+        .min()?;
+    (newest > STALE_AFTER_S).then_some(newest)
 }
 
 /// The human-readable report: a monitoring-plugin style first line, then per define its

@@ -241,3 +241,39 @@ fn drain_as_root_leaves_drains_the_service_can_read_and_others_are_refused() {
         assert!(fs::read_to_string(&drains).unwrap().contains("127.0.0.2"));
     });
 }
+
+/// A watcher or timer that no longer checks (stopped, or without the privilege its checks
+/// need) leaves results that age: `status` stops saying OK once every result of a define is
+/// older than a minute, names the age, and says where to look.
+#[test]
+fn status_is_unknown_when_every_result_is_stale() {
+    in_netns(|| {
+        let _primary = listen("127.0.0.1", PORT);
+        let _backup = listen("127.0.0.2", PORT);
+        let f = applied(&web(""));
+        let (code, _) = status(&f);
+        assert_eq!(code, 0);
+        // Every result 65 s old, as after a minute of runs that could not check.
+        let mut state: Value = serde_json::from_slice(&fs::read(&f.state).unwrap()).unwrap();
+        for c in state["variables"]["web"]["v4"]["candidates"]
+            .as_array_mut()
+            .unwrap()
+        {
+            let at = c["last"]["at"].as_u64().unwrap();
+            c["last"]["at"] = (at - 65).into();
+        }
+        fs::write(&f.state, state.to_string()).unwrap();
+        let (code, doc) = status(&f);
+        assert_eq!(code, 3, "{doc:#}");
+        assert_eq!(doc["status"], "UNKNOWN", "{doc:#}");
+        let reason = doc["defines"][0]["reason"].as_str().unwrap();
+        assert!(
+            reason.starts_with("the newest check result is 6")
+                && reason.contains("s old: no run has checked since"),
+            "{reason}"
+        );
+        // A fresh check says what is true now.
+        let out = f.status(&["--check"]);
+        assert_exit(&out, 0);
+    });
+}

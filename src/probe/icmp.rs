@@ -93,8 +93,9 @@ pub fn open(family: Family) -> io::Result<(Socket, Kind)> {
                     "ICMP echo: no unprivileged ping socket (sysctl net.ipv4.ping_group_range \
                      does not include group {gid}) and no raw socket (needs CAP_NET_RAW); \
                      allow one: `sysctl -w net.ipv4.ping_group_range=\"{gid} {gid}\"`, or the \
-                     drop-in {} (see README, \"Privileges for uplink checks\")",
-                    path::DROP_IN
+                     drop-in {} {}",
+                    path::DROP_IN,
+                    path::WHERE
                 ),
             ))
         }

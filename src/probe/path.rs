@@ -33,6 +33,11 @@ pub fn apply(sock: &Socket, path: &ProbePath, family: Family) -> io::Result<()> 
     Ok(())
 }
 
+/// Where the drop-in goes and where it is explained, in every message that names it.
+pub const WHERE: &str = "(for nftables-failover.service and nftables-failover-watch.service \
+                         alike; see /usr/share/doc/nftables-failover/docs/uplinks.md, \
+                         \"Privileges for uplink checks\")";
+
 /// Names the option that failed; a refusal also names the capability and the drop-in.
 pub fn context(e: io::Error, what: &str, capability: &str) -> io::Error {
     let text = super::describe_io_error(&e);
@@ -41,7 +46,7 @@ pub fn context(e: io::Error, what: &str, capability: &str) -> io::Error {
             ErrorKind::PermissionDenied,
             format!(
                 "{what}: {text}; this needs {capability}: grant it with the drop-in {DROP_IN} \
-                 (see README, \"Privileges for uplink checks\")"
+                 {WHERE}"
             ),
         ),
         kind => io::Error::new(kind, format!("{what}: {text}")),
