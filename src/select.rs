@@ -25,12 +25,11 @@ pub struct Inputs<'a> {
 }
 
 /// How far the results of one family are in, kept between calls of `decided` (results only
-/// ever arrive, so both only move forward): the candidates below `failed` all answered and
-/// failed, those below `answered` all answered.
+/// ever arrive, so it only moves forward): the candidates below `failed` all answered and
+/// failed.
 #[derive(Debug, Clone, Copy, Default)]
 struct Progress {
     failed: usize,
-    answered: usize,
 }
 
 struct FamilyInputs<'a> {
@@ -104,11 +103,9 @@ impl<'a> Inputs<'a> {
     }
 
     /// Whether this variable and family's pick is final given the results so far: no result
-    /// still pending could change it, and every candidate up to the one in effect and the
-    /// pick has answered. The latter keeps their counters moving: with `fall` > 1 the current
-    /// candidate counts as up whatever one check says, but only counted failures ever take
-    /// traffic away from it. Candidates ranked below both are not waited for; their counters
-    /// move when their answers come in before the run is decided.
+    /// still pending could change it. Candidates whose answer cannot matter are not waited for
+    /// (a standby ranked below the pick, or one that is down and whose one success could not
+    /// make it eligible); their answers are counted when they come in (`count_late`).
     pub fn decided(
         &self,
         config: &Config,
@@ -124,29 +121,19 @@ impl<'a> Inputs<'a> {
         let mut progress = self.progress.borrow_mut();
         let p = &mut progress[variable][family];
         // Outcomes only fill in during a run; if a caller starts over, so does the progress.
-        if p.answered > outcomes.len() || (p.answered > 0 && outcomes[p.answered - 1].is_none()) {
+        if p.failed > outcomes.len() || (p.failed > 0 && outcomes[p.failed - 1].is_none()) {
             *p = Progress::default();
         }
         while matches!(outcomes.get(p.failed), Some(Some(h)) if !h.is_up()) {
             p.failed += 1;
         }
-        p.answered = p.answered.max(p.failed);
-        while matches!(outcomes.get(p.answered), Some(Some(_))) {
-            p.answered += 1;
-        }
         let policy = &config.variables[variable].policy;
         let seen = |i: usize| fam.chosen_one(outcomes, i, now);
-        let Some((pick, _)) =
-            policy::choose_from(fam.prev.len(), seen, p.failed, fam.current, policy, now)
-        else {
-            return false;
-        };
-        let picked = match pick {
-            Pick::Candidate(i) => i,
-            Pick::Keep | Pick::Fallback => 0,
-        };
-        let needed = picked.max(fam.current.unwrap_or(0));
-        needed < p.answered
+        // A pick is only returned when no pending result can change it (three-valued logic in
+        // `policy`): a candidate still out that is down and needs more than one success, or is
+        // drained, cannot. Its answer, when it comes, is counted after the apply like any
+        // standby's (`count_late`), so no counter is lost by not waiting for it.
+        policy::choose_from(fam.prev.len(), seen, p.failed, fam.current, policy, now).is_some()
     }
 }
 

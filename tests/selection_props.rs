@@ -194,7 +194,9 @@ fn check(s: &Scenario) -> Result<(), TestCaseError> {
             }
             partial[0][Family::V4][i] = full[0][Family::V4][i].clone();
         }
-        let (early, new_state) = select::decide(&config, &partial, &inputs, now);
+        let (early, mut new_state) = select::decide(&config, &partial, &inputs, now);
+        // As a run does after its apply: the answers that came in after the choice are counted.
+        select::count_late(&config, &mut new_state, &partial, &full, now);
         let (complete, _) = select::decide(&config, &full, &inputs, now);
         prop_assert_eq!(
             &early,

@@ -277,3 +277,53 @@ fn status_is_unknown_when_every_result_is_stale() {
         assert_exit(&out, 0);
     });
 }
+
+/// `[A, B, C]` with B black-holed and counted down, `rise 2`: when A is lost, B's answer can no
+/// longer change the choice (one success cannot make it eligible), so the switch to C does not
+/// wait for B's timeout; B's result still counts once it is in.
+#[test]
+fn a_failover_does_not_wait_for_a_dead_standby_ranked_in_between() {
+    in_netns(|| {
+        let primary = listen("127.0.0.1", PORT);
+        let _third = listen("127.0.0.3", PORT);
+        let f = Fixture::new();
+        f.write_config(&format!(
+            r#"{{"settings": {{"timeout_ms": 2000, "rise": 2}}, "failover": {{"web": {{
+                "ip4": ["127.0.0.1", "127.0.0.2", "127.0.0.3"], "port": {PORT}}}}}}}"#
+        ));
+        f.write_main("  ip daddr $web_v4 counter");
+        assert_exit(&f.run(&[]), 0);
+        blackhole(&["127.0.0.2"], PORT);
+        // B's timeout counts it down (its result comes in after the choice).
+        assert_exit(&f.run(&[]), 0);
+        let (_, doc) = status(&f);
+        assert_eq!(
+            doc["defines"][0]["candidates"][1]["state"], "down",
+            "{doc:#}"
+        );
+
+        drop(primary);
+        let started = Instant::now();
+        let out = f.run(&[]);
+        assert_exit(&out, 0);
+        let log = stderr(&out);
+        assert!(log.contains("web_v4: 127.0.0.1 -> 127.0.0.3"), "{log}");
+        // The apply happened before B's 2 s timeout: the run's own line says how long it took.
+        let applied_ms: f64 = log
+            .lines()
+            .find_map(|l| l.split("nftables reloaded (").nth(1))
+            .and_then(|rest| rest.split(" ms)").next())
+            .and_then(|n| n.parse().ok())
+            .unwrap_or_else(|| panic!("no apply time in:\n{log}"));
+        assert!(
+            applied_ms < 1000.0,
+            "the switch waited {applied_ms} ms:\n{log}"
+        );
+        // B's answer is still counted in this run, after the apply.
+        assert!(started.elapsed() < Duration::from_secs(10));
+        let (_, doc) = status(&f);
+        let b = &doc["defines"][0]["candidates"][1];
+        assert_eq!(b["state"], "down", "{doc:#}");
+        assert!(b["result_age_s"].as_u64().unwrap() <= 2, "{doc:#}");
+    });
+}
