@@ -42,6 +42,16 @@ pub fn observe(
     })
 }
 
+/// The counters of a candidate without history that has no traffic: down, no success yet,
+/// so it must earn `rise` successes like any candidate coming back.
+pub fn no_credit(now: u64) -> Counted {
+    Counted {
+        up: false,
+        streak: 0,
+        since_ms: now,
+    }
+}
+
 /// What to render: a candidate by index, the current choice again (`all_down: keep`), or the
 /// fallback literal.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -299,24 +299,6 @@ fn decide_family(
     if addrs.is_empty() {
         return (choice, FamilyState::default());
     }
-    let seen = fam.seen(outcomes, now);
-    let candidates: Vec<CandidateState> = addrs
-        .iter()
-        .enumerate()
-        .map(|(i, addr)| {
-            let old = fam.prev[i];
-            let result = outcomes.get(i).and_then(Option::as_ref);
-            CandidateState {
-                address: *addr,
-                probe: var.probe_key(i),
-                counted: policy::observe(seen[i].prev, seen[i].ok, policy.rise, policy.fall, now),
-                last: match result {
-                    Some(h) => Some(last_check(h, now)),
-                    None => old.and_then(|c| c.last.clone()),
-                },
-            }
-        })
-        .collect();
     // Drained candidates are never chosen; their counters above follow their real checks.
     let chosen: Vec<Seen> = (0..addrs.len())
         .map(|i| fam.chosen_one(outcomes, i, now))
@@ -338,6 +320,38 @@ fn decide_family(
         policy::choose(&predicted, fam.current, policy, now)
             .expect("with every result in hand the policy always decides")
     });
+    let seen = fam.seen(outcomes, now);
+    // No history means no credit: a candidate without counters (new, undrained, or its state
+    // lost) starts as down and earns `rise` successes, its preempt delay starting at the last
+    // of them, unless it has traffic: the candidate in effect, or the one this run fails over
+    // to, is decided by its first check (a lost state never moves traffic, a failover is
+    // never delayed).
+    let has_traffic = |i: usize| fam.current == Some(i) || pick == Pick::Candidate(i);
+    let candidates: Vec<CandidateState> = addrs
+        .iter()
+        .enumerate()
+        .map(|(i, addr)| {
+            let old = fam.prev[i];
+            let result = outcomes.get(i).and_then(Option::as_ref);
+            CandidateState {
+                address: *addr,
+                probe: var.probe_key(i),
+                counted: policy::observe(
+                    seen[i]
+                        .prev
+                        .or_else(|| (!has_traffic(i)).then(|| policy::no_credit(now))),
+                    seen[i].ok,
+                    policy.rise,
+                    policy.fall,
+                    now,
+                ),
+                last: match result {
+                    Some(h) => Some(last_check(h, now)),
+                    None => old.and_then(|c| c.last.clone()),
+                },
+            }
+        })
+        .collect();
     let renders = |i: usize| var.rendered(family, i);
     let fallback = var.fallback(family);
     // `selected` in the state: the candidate in effect after this run, for the next run.
@@ -379,12 +393,17 @@ pub fn count_late(config: &Config, state: &mut State, early: &Results, late: &Re
         for family in Family::ALL {
             let fam = vs.family_mut(family);
             let (early, late) = (&early[vi][family], &late[vi][family]);
+            let selected = fam.selected;
             for (i, c) in fam.candidates.iter_mut().enumerate() {
                 if let (Some(None), Some(Some(h))) = (early.get(i), late.get(i)) {
                     let p = &var.policy;
+                    // No history, no credit (see `decide_family`).
+                    let counted = c
+                        .counted
+                        .or_else(|| (selected != Some(i)).then(|| policy::no_credit(now)));
                     let prev = match h.is_kernel_down() {
-                        true => Some(kernel_down(c.counted, now)),
-                        false => c.counted,
+                        true => Some(kernel_down(counted, now)),
+                        false => counted,
                     };
                     c.counted = policy::observe(prev, Some(h.is_up()), p.rise, p.fall, now);
                     c.last = Some(last_check(h, now));

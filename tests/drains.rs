@@ -272,3 +272,33 @@ fn draining_the_last_healthy_candidate_says_what_will_be_rendered() {
         assert!(!log.contains("left out"), "{log}");
     });
 }
+
+/// No history means no credit: an undrained candidate earns `rise` successes before it takes
+/// traffic back, however long its history was before the drain.
+#[test]
+fn an_undrained_candidate_earns_rise_before_it_takes_traffic_back() {
+    in_netns(|| {
+        let _a = listen(A, PORT);
+        let _b = listen(B, PORT);
+        let f = Fixture::new();
+        f.write_config(&format!(
+            r#"{{"settings": {{"rise": 3}}, "failover": {{"web": {{"ip4": ["{A}", "{B}"], "port": {PORT}}}}}}}"#
+        ));
+        f.write_main(&format!("  ip daddr $web_v4 tcp dport {PORT} accept"));
+        // Three runs: B, new like A, earns its credit (A has traffic and kept it).
+        for _ in 0..3 {
+            assert_exit(&f.run(&[]), 0);
+        }
+        drained(&f);
+        let mut cmd = f.command(&[], &f.reload());
+        cmd.args(["undrain", "web", A]);
+        assert_exit(&output_within(cmd, std::time::Duration::from_secs(30)), 0);
+        // Its first two successes are not enough; the third is.
+        for run in 1..=2 {
+            assert_exit(&f.run(&[]), 0);
+            assert_eq!(web(&f), B, "run {run} after undrain");
+        }
+        assert_exit(&f.run(&[]), 0);
+        assert_eq!(web(&f), A);
+    });
+}

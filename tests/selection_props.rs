@@ -14,6 +14,8 @@
 //! - a lost state never makes a run leave a current candidate that answered, when the run
 //!   with history would have stayed;
 //! - no reload without a change of rendered text, and every change is reloaded;
+//! - no history means no credit: a candidate without counters that has no traffic does not
+//!   count as up after one check when `rise` asks for more;
 //! - over history: a current candidate that failed its check in `fall` runs in a row is no
 //!   longer rendered (unless all are down), and with preemption on and no delay, a better
 //!   candidate that answered in `rise` runs in a row takes the traffic back. Both fail if a
@@ -244,6 +246,27 @@ fn check(s: &Scenario) -> Result<(), TestCaseError> {
                     "run {}: lost state made it leave {:?}",
                     t,
                     c.effective
+                );
+            }
+        }
+
+        // No history means no credit: a candidate without counters before this run that has
+        // no traffic (not in effect, not failed over to) is not up after one success, unless
+        // one is all `rise` asks; so it earns `rise` before it can take traffic back.
+        for i in 0..s.candidates {
+            let had_history = previous
+                .variables
+                .get("web")
+                .and_then(|v| v.v4.candidates.get(i))
+                .is_some_and(|c| c.counted.is_some());
+            let has_traffic = c.effective_index == Some(i) || c.index == Some(i);
+            if !had_history && !has_traffic && s.rise > 1 {
+                prop_assert!(
+                    !counted(i).is_some_and(|k| k.up),
+                    "run {}: candidate {} had no history and counts as up after one check (rise {})",
+                    t,
+                    i,
+                    s.rise
                 );
             }
         }
