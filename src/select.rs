@@ -273,6 +273,50 @@ pub fn decide(
     (choices, state)
 }
 
+/// Every candidate's counters and last result after this run's checks.
+fn counted(
+    var: &Variable,
+    family: Family,
+    outcomes: &[Option<Health>],
+    fam: &FamilyInputs,
+    pick: &Pick,
+    now: u64,
+) -> Vec<CandidateState> {
+    let seen = fam.seen(outcomes, now);
+    let policy = &var.policy;
+    // No history means no credit: a candidate without counters (new, undrained, or its state
+    // lost) starts as down and earns `rise` successes, its preempt delay starting at the last
+    // of them, unless it has traffic: the candidate in effect, or the one this run fails over
+    // to, is decided by its first check (a lost state never moves traffic, a failover is
+    // never delayed).
+    let has_traffic = |i: usize| fam.current == Some(i) || *pick == Pick::Candidate(i);
+    var.addrs(family)
+        .iter()
+        .enumerate()
+        .map(|(i, addr)| {
+            let old = fam.prev[i];
+            let result = outcomes.get(i).and_then(Option::as_ref);
+            CandidateState {
+                address: *addr,
+                probe: var.probe_key(i),
+                counted: policy::observe(
+                    seen[i]
+                        .prev
+                        .or_else(|| (!has_traffic(i)).then(|| policy::no_credit(now))),
+                    seen[i].ok,
+                    policy.rise,
+                    policy.fall,
+                    now,
+                ),
+                last: match result {
+                    Some(h) => Some(last_check(h, now)),
+                    None => old.and_then(|c| c.last.clone()),
+                },
+            }
+        })
+        .collect()
+}
+
 fn decide_family(
     var: &Variable,
     family: Family,
@@ -320,38 +364,7 @@ fn decide_family(
         policy::choose(&predicted, fam.current, policy, now)
             .expect("with every result in hand the policy always decides")
     });
-    let seen = fam.seen(outcomes, now);
-    // No history means no credit: a candidate without counters (new, undrained, or its state
-    // lost) starts as down and earns `rise` successes, its preempt delay starting at the last
-    // of them, unless it has traffic: the candidate in effect, or the one this run fails over
-    // to, is decided by its first check (a lost state never moves traffic, a failover is
-    // never delayed).
-    let has_traffic = |i: usize| fam.current == Some(i) || pick == Pick::Candidate(i);
-    let candidates: Vec<CandidateState> = addrs
-        .iter()
-        .enumerate()
-        .map(|(i, addr)| {
-            let old = fam.prev[i];
-            let result = outcomes.get(i).and_then(Option::as_ref);
-            CandidateState {
-                address: *addr,
-                probe: var.probe_key(i),
-                counted: policy::observe(
-                    seen[i]
-                        .prev
-                        .or_else(|| (!has_traffic(i)).then(|| policy::no_credit(now))),
-                    seen[i].ok,
-                    policy.rise,
-                    policy.fall,
-                    now,
-                ),
-                last: match result {
-                    Some(h) => Some(last_check(h, now)),
-                    None => old.and_then(|c| c.last.clone()),
-                },
-            }
-        })
-        .collect();
+    let candidates = counted(var, family, outcomes, fam, &pick, now);
     let renders = |i: usize| var.rendered(family, i);
     let fallback = var.fallback(family);
     // `selected` in the state: the candidate in effect after this run, for the next run.
