@@ -35,8 +35,17 @@ fn web(f: &Fixture) -> String {
 }
 
 fn drain(f: &Fixture, address: &str) -> Output {
+    command(f, "drain", address)
+}
+
+fn undrain(f: &Fixture, address: &str) -> Output {
+    command(f, "undrain", address)
+}
+
+/// `drain` or `undrain` of `web`'s `address` with the fixture's paths.
+fn command(f: &Fixture, verb: &str, address: &str) -> Output {
     let mut cmd = f.command(&[], &f.reload());
-    cmd.args(["drain", "web", address]);
+    cmd.args([verb, "web", address]);
     output_within(cmd, std::time::Duration::from_secs(30))
 }
 
@@ -133,9 +142,7 @@ fn a_drain_survives_a_corrupt_or_oversized_state_file() {
         assert_exit(&f.run(&[]), 0);
         assert_eq!(web(&f), B);
         // Undrain puts it back under the usual rules.
-        let mut cmd = f.command(&[], &f.reload());
-        cmd.args(["undrain", "web", A]);
-        assert_exit(&output_within(cmd, std::time::Duration::from_secs(30)), 0);
+        assert_exit(&undrain(&f, A), 0);
         assert!(!drains_file(&f).contains(A), "{}", drains_file(&f));
         assert_exit(&f.run(&[]), 0);
         assert_eq!(web(&f), A);
@@ -228,9 +235,7 @@ fn a_drain_from_the_state_of_an_earlier_release_still_counts() {
                 .unwrap()
                 .contains("\"drained\"")
         );
-        let mut cmd = f.command(&[], &f.reload());
-        cmd.args(["undrain", "web", A]);
-        assert_exit(&output_within(cmd, std::time::Duration::from_secs(30)), 0);
+        assert_exit(&undrain(&f, A), 0);
         assert!(
             !fs::read_to_string(&f.state)
                 .unwrap()
@@ -290,9 +295,7 @@ fn an_undrained_candidate_earns_rise_before_it_takes_traffic_back() {
             assert_exit(&f.run(&[]), 0);
         }
         drained(&f);
-        let mut cmd = f.command(&[], &f.reload());
-        cmd.args(["undrain", "web", A]);
-        assert_exit(&output_within(cmd, std::time::Duration::from_secs(30)), 0);
+        assert_exit(&undrain(&f, A), 0);
         // Its first two successes are not enough; the third is.
         for run in 1..=2 {
             assert_exit(&f.run(&[]), 0);

@@ -328,6 +328,17 @@ fn a_lock_left_by_root_is_usable_by_the_service_user() {
     });
 }
 
+/// The fixture's lock file as root creates it by hand: 0660, root's group.
+fn root_lock(f: &Fixture) -> fs::File {
+    fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .mode(0o660)
+        .open(lock_path(f))
+        .unwrap()
+}
+
 /// A user who may not open the lock is told who may run the command, not to delete the file.
 #[test]
 fn a_user_who_may_not_take_the_lock_is_told_who_may() {
@@ -341,13 +352,7 @@ fn a_user_who_may_not_take_the_lock_is_told_who_may() {
     ));
     fs::set_permissions(&f.config, fs::Permissions::from_mode(0o644)).unwrap();
     // root's lock, 0660 root:root: nobody may not open it.
-    fs::OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .mode(0o660)
-        .open(lock_path(&f))
-        .unwrap();
+    root_lock(&f);
     let mut cmd = f.command(
         &[
             "setpriv",
@@ -377,13 +382,7 @@ fn a_run_that_cannot_get_the_lock_warns_and_names_it() {
     f.write_config(&format!(
         r#"{{"failover": {{"web": {{"ip4": "127.0.0.1", "port": {PORT}}}}}}}"#
     ));
-    let held = fs::OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .mode(0o660)
-        .open(lock_path(&f))
-        .unwrap();
+    let held = root_lock(&f);
     held.lock().unwrap();
     let started = Instant::now();
     let out = f.run(&[]);
