@@ -47,8 +47,12 @@ fn boot_id() -> Option<String> {
         .then(|| id.to_string())
 }
 
+/// The largest disagreement between the two clocks that is not taken for a jump: both are read
+/// back to back, and NTP slews them alike, so anything above a few milliseconds is a step.
+const TOLERANCE_MS: i128 = 5;
+
 /// By how many milliseconds the wall clock jumped since `previous` was marked (0 if it did not,
-/// within a second, or if the machine rebooted since). Adding this to every time stored at
+/// within a few milliseconds, or if the machine rebooted since). Adding this to every time stored at
 /// `previous` puts them on today's wall clock with the durations since then as CLOCK_BOOTTIME
 /// measured them.
 ///
@@ -67,7 +71,7 @@ pub fn jump_ms(previous: Option<&ClockMark>, now: &ClockMark) -> i64 {
     }
     let expected = p.wall_ms as i128 + (now.boottime_ms - p.boottime_ms) as i128;
     let jump = now.wall_ms as i128 - expected;
-    if jump.abs() <= 1000 {
+    if jump.abs() <= TOLERANCE_MS {
         0
     } else {
         jump.clamp(i64::MIN as i128, i64::MAX as i128) as i64
@@ -112,6 +116,16 @@ mod tests {
             0
         );
         assert_eq!(jump_ms(None, &at("a", 1, 1)), 0);
+    }
+
+    #[test]
+    fn a_step_of_under_a_second_is_a_jump_too() {
+        let before = at("a", 10_000, 100_000_000);
+        // 5 s by CLOCK_BOOTTIME, 5.9 s by the wall clock: stepped forward by 0.9 s.
+        assert_eq!(jump_ms(Some(&before), &at("a", 15_000, 100_005_900)), 900);
+        assert_eq!(jump_ms(Some(&before), &at("a", 15_000, 100_004_500)), -500);
+        // Reads a few milliseconds apart are no jump.
+        assert_eq!(jump_ms(Some(&before), &at("a", 15_000, 100_005_004)), 0);
     }
 
     #[test]

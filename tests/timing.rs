@@ -116,3 +116,27 @@ fn a_wall_clock_set_forward_never_shortens_the_delay() {
         assert_eq!(web(&f), "127.0.0.1", "{}", stderr(&out));
     });
 }
+
+/// A forward step of the wall clock shorter than a second (an NTP step of 0.9 s) does not
+/// shorten the delay either: every disagreement between the two clocks above a few
+/// milliseconds is compensated.
+#[test]
+fn a_wall_clock_step_of_under_a_second_never_shortens_the_delay() {
+    in_netns(|| {
+        let (f, _p, _b, seen) = primary_back(None);
+        // 1.3 s after the primary came back, the wall clock says 2.2 s: stay.
+        sleep_until(seen + Duration::from_millis(1300));
+        let out = run_shifted(&f, "+0.9");
+        assert_exit(&out, 0);
+        assert_eq!(
+            web(&f),
+            "127.0.0.2",
+            "the delay ended early: {}",
+            stderr(&out)
+        );
+        sleep_until(seen + Duration::from_millis(2300));
+        let out = run_shifted(&f, "+0.9");
+        assert_exit(&out, 0);
+        assert_eq!(web(&f), "127.0.0.1", "{}", stderr(&out));
+    });
+}

@@ -145,11 +145,13 @@ fn prepare(opts: &Options) -> Result<Prepared, u8> {
     };
     let clocks = clock::mark();
     let jump = clock::jump_ms(previous.clock.as_ref(), &clocks);
-    if jump != 0 {
+    if jump.abs() >= 1000 {
         log::info(&format!(
             "the wall clock moved by {:+.1} s since the last run; durations are measured on CLOCK_BOOTTIME",
             jump as f64 / 1e3
         ));
+    }
+    if jump != 0 {
         crate::select::shift_times(&mut previous, jump);
     }
     let (on_disk, record) = match read_include(opts) {
